@@ -157,8 +157,10 @@ def save_volume(
     if data.ndim != 3:
         raise ValueError(f"save_volume writes 3D volumes, got shape {data.shape}")
     img = nib.Nifti1Image(np.asarray(data).astype(dtype, copy=False), np.asarray(affine, float))
-    img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    if not np.allclose(img.get_qform(), affine, atol=1e-5):
+        img.set_qform(None, code=0)  # sheared: only the sform can hold it exactly
     img.header.set_xyzt_units("mm")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")

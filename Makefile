@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Each creates .venv when missing, installs
+# torch first (CPU build 2.13.0 unless the venv already has a torch, e.g. your CUDA build),
+# then the project in editable mode, then runs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.adsys-installed
+DEMO ?= demo
+# DeepSpeed JIT-builds small C++ ops once; keep them per checkout instead of per run.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
+	$(VENV)/bin/adsys preprocess $(DEMO)/data/manifest.csv --out $(DEMO)/preprocessed \
+		--spacing 2 --shape 96 112 96
+
+bench: $(STAMP)
+	$(PY) -m pip install -e ".[dev,bench]"
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check adsys kernels ray_jobs tests bench
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,1 @@
+"""Pseudo-pathology generators: Perlin and simplex noise, fluid-driven lesions."""

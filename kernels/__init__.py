@@ -1,0 +1,1 @@
+"""Triton kernels and their torch twins, installed as ``adsys.kernels``."""
