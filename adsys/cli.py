@@ -85,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.set_defaults(func=_cmd_preprocess)
 
+    from adsys.shards import cli as shards_cli
     from adsys.synth import cli as synth_cli
 
     synth_cli.add_parser(sub)
+    shards_cli.add_parser(sub)
     return parser
 
 
