@@ -1,0 +1,18 @@
+"""Diffusion core: schedules, the forward process with any noise, samplers."""
+
+from adsys.diffusion.process import eps_from_x0, q_sample, x0_from_eps
+from adsys.diffusion.samplers import ddim_sample, ddpm_sample, reconstruct_ensemble, reconstruct_x0
+from adsys.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas
+
+__all__ = [
+    "NoiseSchedule",
+    "cosine_betas",
+    "ddim_sample",
+    "ddpm_sample",
+    "eps_from_x0",
+    "linear_betas",
+    "q_sample",
+    "reconstruct_ensemble",
+    "reconstruct_x0",
+    "x0_from_eps",
+]
