@@ -1,1 +1,11 @@
-"""Pseudo-pathology generators: Perlin and simplex noise, fluid-driven lesions."""
+"""Pseudo-pathology generators: Perlin and simplex noise, fluid-driven lesions.
+
+Modules (imported on demand, so that ``adsys`` starts without loading torch):
+
+* :mod:`adsys.synth.perlin` — ``perlin_noise``, ``PerlinLattice`` (2D/3D gradient noise).
+* :mod:`adsys.synth.simplex` — ``simplex_noise`` (AnoDDPM fractal simplex noise).
+* :mod:`adsys.synth.flow` — velocity / diffusivity fields of the fluid PDE.
+* :mod:`adsys.synth.solver` — ``solve`` (paper PDE) and ``solve_una`` (UNA-compatible).
+* :mod:`adsys.synth.fluid` — ``FluidConfig``, ``generate``, ``replay``.
+* :mod:`adsys.synth.cli` — ``adsys synth fluid``.
+"""
