@@ -1,0 +1,1 @@
+"""Batch inference: per-batch predictor, writers (NIfTI, Zarr, CSV), report (PNG/HTML)."""

@@ -1,0 +1,1 @@
+"""Segmentation and reconstruction metrics, exact and mergeable histogram forms, protocols."""

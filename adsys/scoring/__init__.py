@@ -1,0 +1,1 @@
+"""Anomaly maps, post-processing, sliding-window ensembles."""
