@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.adsys-installed
 DEMO ?= demo
+RUNS ?= runs
 # DeepSpeed JIT-builds small C++ ops once; keep them per checkout instead of per run.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export RAY_USAGE_STATS_ENABLED ?= 0
@@ -24,10 +25,18 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-demo: $(STAMP)
-	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
+# The demo, step by step; each step resumes or skips what is already done.
+demo: $(STAMP) $(DEMO)/data/manifest.csv
 	$(VENV)/bin/adsys preprocess $(DEMO)/data/manifest.csv --out $(DEMO)/preprocessed \
 		--spacing 2 --shape 96 112 96
+	$(PY) ray_jobs/build_shards.py shards/demo.yaml
+	$(MAKE) $(RUNS)/demo/export/config.json
+
+$(DEMO)/data/manifest.csv: | $(STAMP)
+	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
+
+$(RUNS)/demo/export/config.json: | $(STAMP)
+	$(PY) ray_jobs/train.py --preset demo --storage-path $(RUNS) --name demo
 
 bench: $(STAMP)
 	$(PY) -m pip install -e ".[dev,bench]"
@@ -37,4 +46,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check adsys kernels ray_jobs tests bench
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) $(RUNS) shards/out .pytest_cache

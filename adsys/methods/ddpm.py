@@ -82,6 +82,10 @@ class DDPM(nn.Module):
         pred = self.unet(q_sample(self.schedule, x0, t, noise), t, self.condition(x0))
         return F.l1_loss(pred, self._target(x0, noise))
 
+    def forward(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        """The training loss (so DeepSpeed's engine, which calls ``forward``, can wrap us)."""
+        return self.training_loss(batch, generator)
+
     @torch.no_grad()
     def restore(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x0 = to_model_range(images)

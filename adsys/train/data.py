@@ -1,0 +1,80 @@
+"""Training data for the loop: this rank's axial slices streamed from the shards.
+
+Training uses ``resampled`` streams (every rank does the same number of steps, seeded per
+(seed, rank, worker, epoch)); an epoch is ``steps_per_epoch`` batches per rank, so resuming
+at step s restarts epoch ``s // steps_per_epoch`` and skips ``s % steps_per_epoch`` batches:
+the same batches as an uninterrupted run. Validation reads the val split exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+from adsys.shards.stream import ShardStream, load_shard_manifest, make_loader
+from adsys.train.config import TrainConfig
+
+
+def steps_per_epoch(cfg: TrainConfig, world: int) -> int:
+    """Batches per rank per epoch: about one pass over the training slices."""
+    manifest, _ = load_shard_manifest(cfg.shards)
+    split = manifest.splits["train"]
+    slices = len(split.subjects) * split.shape[-1]
+    return max(1, slices // (cfg.batch_size * world))
+
+
+def _images(batch: dict[str, Any]) -> dict[str, Any]:
+    """The part of a stream batch the reconstruction methods train on (clean slices)."""
+    return {"image": batch["image"], "mask": batch["mask"]}
+
+
+def train_batches(cfg: TrainConfig, rank: int, world: int, start_step: int = 0) -> Iterator[dict]:
+    """Endless training batches for this rank, positioned at ``start_step``."""
+    spe = steps_per_epoch(cfg, world)
+    stream = ShardStream(
+        cfg.shards,
+        split="train",
+        mode="slices",
+        batch_size=cfg.batch_size,
+        rank=rank,
+        world_size=world,
+        seed=cfg.seed,
+        resampled=True,
+        steps_per_epoch=spe,
+        min_brain_fraction=cfg.min_brain_fraction,
+        on_corrupt="skip",
+    )
+    loader = make_loader(stream, num_workers=cfg.data_workers)
+    epoch, skip = divmod(start_step, spe)
+    while True:
+        loader.set_epoch(epoch)
+        for batch in itertools.islice(loader, skip, None):
+            yield _images(batch)
+        skip, epoch = 0, epoch + 1
+
+
+def val_batches(cfg: TrainConfig, rank: int, world: int) -> list[dict]:
+    """The first ``val_batches`` batches of this rank's exact share of the val split."""
+    stream = ShardStream(
+        cfg.shards,
+        split="val",
+        mode="slices",
+        batch_size=cfg.batch_size,
+        rank=rank,
+        world_size=world,
+        seed=cfg.seed,
+        resampled=False,
+        shuffle=False,
+        min_brain_fraction=cfg.min_brain_fraction,
+        on_corrupt="raise",
+    )
+    return [
+        _images(b) for b in itertools.islice(make_loader(stream, num_workers=0), cfg.val_batches)
+    ]
+
+
+def shard_preprocess_config(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The preprocessing config the shards were built with (for inference on raw NIfTI)."""
+    manifest, _ = load_shard_manifest(cfg.shards)
+    return manifest.spec.get("preprocess")

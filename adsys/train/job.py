@@ -1,0 +1,82 @@
+"""Driver side of a training run: config → Ray Train ``TorchTrainer`` → exported model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from adsys.train.config import PRESETS, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_config(
+    preset: str | None = None,
+    file_config: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Preset, then config file, then CLI overrides; nested ``method_config`` merges by key."""
+    merged: dict[str, Any] = {}
+    for layer in (PRESETS[preset] if preset else {}, file_config or {}, overrides or {}):
+        for k, v in layer.items():
+            if k == "method_config" and isinstance(v, dict):
+                merged[k] = {**merged.get(k, {}), **v}
+            else:
+                merged[k] = v
+    return TrainConfig.model_validate(merged)
+
+
+def use_gpu(cfg: TrainConfig) -> bool:
+    if cfg.use_gpu == "auto":
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) >= cfg.num_workers
+    return cfg.use_gpu == "true"
+
+
+def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
+    """Fit with Ray Train (Ray must be initialised) and return the ``ray.train.Result``.
+
+    The run lives in ``storage_path/name``: Ray's checkpoints, our ``logs/`` (metrics.jsonl,
+    tensorboard) and ``export/`` (model.safetensors + config.json).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from adsys.train.loop import train_loop_per_worker
+
+    storage = Path(cfg.storage_path).resolve()
+    run_dir = storage / cfg.name
+    gpu = use_gpu(cfg)
+    env = {
+        "TORCH_EXTENSIONS_DIR": os.environ.get(
+            "TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".torch_extensions")
+        ),
+        "OMP_NUM_THREADS": os.environ.get(
+            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.num_workers))
+        ),
+    }
+    if not gpu:
+        env["DS_ACCELERATOR"] = "cpu"
+    loop_config = {**cfg.model_dump(mode="json"), "run_dir": str(run_dir)}
+    loop_config["shards"] = str(Path(cfg.shards).resolve())
+    if fault_step is not None:
+        loop_config["fault_step"] = fault_step
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+            worker_runtime_env={"env_vars": env},
+        ),
+    )
+    result = trainer.fit()
+    log.info("training finished: %s", run_dir)
+    return result

@@ -1,0 +1,215 @@
+"""The per-worker training loop that Ray Train runs on every rank.
+
+Each rank: builds the method with the same seed, wraps it in a DeepSpeed engine (ZeRO 0/1/2,
+bf16 on GPU, fp32 on CPU, gradient clipping, client Adam), streams its own share of the
+shards, keeps an EMA of the weights, evaluates a fixed validation loss (all-reduced, so every
+rank takes the same early-stopping decision), checkpoints on every rank through
+``ray.train.report`` and resumes from ``ray.train.get_checkpoint()`` at the same step with the
+same RNG streams. Rank 0 logs metrics (JSONL + TensorBoard) and exports the EMA model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adsys.methods import build_method
+from adsys.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from adsys.train.config import TrainConfig
+from adsys.train.data import train_batches, val_batches
+from adsys.train.ema import EMA
+from adsys.train.export import export_model
+
+log = logging.getLogger(__name__)
+
+
+def rank_seed(seed: int, *keys: int | str) -> int:
+    """A 63-bit seed derived from ``seed`` and ``keys`` (e.g. "train", rank)."""
+    words = [seed] + [
+        k if isinstance(k, int) else int.from_bytes(k.encode(), "little") for k in keys
+    ]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
+    """The DeepSpeed config generated from ours (the optimizer is a client torch Adam)."""
+    return {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bool(on_gpu)},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class MetricsLog:
+    """Rank 0's per-step metrics: ``metrics.jsonl`` plus TensorBoard scalars."""
+
+    def __init__(self, folder: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(folder / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.tb = SummaryWriter(str(folder / "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.tb.close()
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def validation_loss(
+    engine: Any, cfg: TrainConfig, rank: int, world: int, device: torch.device
+) -> float:
+    """Loss over fixed val batches with fixed noise draws (the same every time), pooled over
+    all ranks so that every rank takes the same early-stopping decision."""
+    engine.module.eval()
+    gen = torch.Generator().manual_seed(rank_seed(cfg.seed, "val", rank))
+    total, count = 0.0, 0
+    for b in val_batches(cfg, rank, world):
+        n = b["image"].shape[0]
+        total += float(engine.module(_to(b, device), gen)) * n
+        count += n
+    engine.module.train()
+    total, count = _all_reduce_sum([total, float(count)], device)
+    return total / max(count, 1.0)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Entry point for ``TorchTrainer(train_loop_per_worker=...)``; ``config`` is a TrainConfig dict
+    plus ``run_dir`` (absolute) and optionally ``fault_step`` (test-only fault injection)."""
+    import deepspeed
+    import ray.train
+    from ray.train import Checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("adsys").setLevel(logging.INFO)
+    run_dir = Path(config.pop("run_dir"))
+    fault_step = config.pop("fault_step", None)
+    cfg = TrainConfig.model_validate(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    on_gpu = torch.cuda.is_available()
+    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    method = build_method(cfg.method, cfg.method_config).to(device)
+    optimizer = torch.optim.Adam(method.parameters(), lr=cfg.lr)
+    engine, _, _, _ = deepspeed.initialize(
+        model=method, optimizer=optimizer, config=deepspeed_config(cfg, on_gpu)
+    )
+    ema = EMA(engine.module, cfg.ema_decay)
+    gen = torch.Generator().manual_seed(rank_seed(cfg.seed, "train", rank))
+    state = TrainerState()
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            state = load_checkpoint(Path(folder), engine, ema, gen, rank)
+        log.info("rank %d resumed at step %d", rank, state.step)
+
+    metrics_log = MetricsLog(run_dir / "logs") if rank == 0 else None
+    stopped_early = False
+    t_last, n_last = time.perf_counter(), 0
+    batches = train_batches(cfg, rank, world, start_step=state.step)
+    while state.step < cfg.max_steps and not stopped_early:
+        batch = next(batches)
+        if fault_step is not None and state.step == fault_step and rank == 0:
+            marker = run_dir / f".fault-injected-{fault_step}"
+            if not marker.exists():
+                marker.touch()
+                os._exit(17)  # a hard crash: Ray must restart the worker group
+        loss = engine(_to(batch, device), gen)
+        engine.backward(loss)
+        engine.step()
+        ema.update(engine.module)
+        state.step += 1
+        n_last += batch["image"].shape[0]
+        metrics: dict[str, float] = {"loss": loss.item(), "lr": cfg.lr}
+        if state.step % cfg.log_every == 0:
+            now = time.perf_counter()
+            metrics["samples_per_s"] = n_last * world / max(now - t_last, 1e-9)
+            t_last, n_last = now, 0
+        if state.step % cfg.val_every == 0 or state.step == cfg.max_steps:
+            val = validation_loss(engine, cfg, rank, world, device)
+            metrics["val_loss"] = val
+            if val < state.best_val - 1e-12:
+                state.best_val, state.evals_without_improvement = val, 0
+            else:
+                state.evals_without_improvement += 1
+            if cfg.patience is not None and state.evals_without_improvement >= cfg.patience:
+                stopped_early = True
+        if metrics_log is not None and (state.step % cfg.log_every == 0 or "val_loss" in metrics):
+            metrics_log.write(state.step, metrics)
+            log.info(
+                "step %d/%d %s",
+                state.step,
+                cfg.max_steps,
+                " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
+            )
+        last = state.step == cfg.max_steps or stopped_early
+        if state.step % cfg.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory(prefix="adsys-ckpt-") as tmp:
+                save_checkpoint(
+                    Path(tmp), engine, ema, gen, state, rank, cfg.model_dump(mode="json")
+                )
+                ray.train.report(
+                    {**metrics, "step": state.step},
+                    checkpoint=Checkpoint.from_directory(tmp),
+                    checkpoint_dir_name=f"checkpoint_{state.step:08d}",
+                )
+    if rank == 0:
+        metrics_log.close()
+        export_model(
+            run_dir / "export",
+            cfg.method,
+            engine.module.config.model_dump(mode="json"),
+            ema.state_dict(),
+            extra={
+                "train": cfg.model_dump(mode="json"),
+                "steps": state.step,
+                "stopped_early": stopped_early,
+                "best_val_loss": _finite(state.best_val),
+                "preprocess": _shard_preprocess(cfg),
+            },
+        )
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _shard_preprocess(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The preprocessing recorded in the shards, so inference can repeat it on raw NIfTI."""
+    from adsys.train.data import shard_preprocess_config
+
+    return shard_preprocess_config(cfg)

@@ -1,0 +1,114 @@
+"""Training-loop overhead: Ray Train + DeepSpeed (1 worker) vs a plain PyTorch loop.
+
+Both loops run the same method, model config, shards, batch size, optimizer (Adam),
+gradient clipping and EMA update, one step at a time, with checkpointing and validation
+moved to the last step. Throughput is steady-state steps/s after ``--warmup`` steps, so the
+one-off Ray start and DeepSpeed initialisation are not counted (they are reported apart).
+
+    python bench/bench_train.py [--steps 40] [--warmup 10] [--preset demo]
+
+Prints: both steps/s, and the overhead of the Ray + DeepSpeed loop (goal: ≤ 10 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from adsys.demo import write_demo_cohort
+from adsys.methods import build_method
+from adsys.shards.build import build_shards
+from adsys.shards.spec import load_spec
+from adsys.train.config import TrainConfig
+from adsys.train.data import train_batches
+from adsys.train.ema import EMA
+from adsys.train.job import resolve_config, run_training
+from adsys.train.loop import rank_seed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def plain_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
+    """Steady-state steps/s of a single-process loop doing the same work per step."""
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg.method, cfg.method_config)
+    opt = torch.optim.Adam(method.parameters(), lr=cfg.lr)
+    ema = EMA(method, cfg.ema_decay)
+    gen = torch.Generator().manual_seed(rank_seed(cfg.seed, "train", 0))
+    batches = train_batches(cfg, 0, 1)
+    t0 = None
+    for step in range(steps):
+        if step == warmup:
+            t0 = time.perf_counter()
+        loss = method(next(batches), gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(method)
+    return (steps - warmup) / (time.perf_counter() - t0)
+
+
+def ray_loop(cfg: TrainConfig, warmup: int) -> tuple[float, float]:
+    """(steady-state steps/s, wall seconds of the whole fit) of the Ray Train + DeepSpeed run."""
+    t = time.perf_counter()
+    result = run_training(cfg)
+    wall = time.perf_counter() - t
+    assert result.error is None, result.error
+    log = Path(cfg.storage_path).resolve() / cfg.name / "logs" / "metrics.jsonl"
+    rates = [json.loads(x)["samples_per_s"] for x in log.read_text().splitlines()]
+    steady = rates[warmup:]  # log_every=1: one rate per step
+    per_step_s = sum(cfg.batch_size / r for r in steady) / len(steady)
+    return 1.0 / per_step_s, wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--preset", default="demo", help="model size preset (data: smoke shards)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        tmp = Path(tmp)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        manifest = write_demo_cohort(tmp / "cohort", n_train=3, n_val=1, n_test=0, progress=False)
+        spec = load_spec(
+            REPO / "shards" / "smoke.yaml", {"manifest": manifest, "out": tmp / "shards"}
+        )
+        shards = build_shards(spec, progress=False).out
+        cfg = resolve_config(
+            args.preset,
+            None,
+            {
+                "shards": shards,
+                "storage_path": tmp / "runs",
+                "name": "bench",
+                "log_every": 1,
+                "max_steps": args.steps,
+                "checkpoint_every": args.steps,
+                "val_every": args.steps,
+                "val_batches": 1,
+                "zero_stage": 0,
+            },
+        )
+        ray_rate, wall = ray_loop(cfg, args.warmup)
+        plain_rate = plain_loop(cfg, args.steps, args.warmup)
+        ray.shutdown()
+    overhead = plain_rate / ray_rate - 1.0
+    print(
+        f"model preset {args.preset}, batch {cfg.batch_size}, {args.steps} steps "
+        f"({args.warmup} warm-up), 1 worker, CPU"
+    )
+    print(f"plain PyTorch loop:        {plain_rate:8.3f} steps/s")
+    print(f"Ray Train + DeepSpeed:     {ray_rate:8.3f} steps/s   (whole fit: {wall:.0f} s)")
+    print(f"overhead of Ray+DeepSpeed: {100 * overhead:+.1f} %   (goal <= 10 %)")
+
+
+if __name__ == "__main__":
+    main()
