@@ -38,7 +38,7 @@ $(DEMO)/data/manifest.csv: | $(STAMP)
 $(RUNS)/demo/export/config.json: | $(STAMP)
 	$(PY) ray_jobs/train.py --preset demo --storage-path $(RUNS) --name demo
 
-bench: $(STAMP)
+bench: demo
 	$(PY) -m pip install -e ".[dev,bench]"
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 

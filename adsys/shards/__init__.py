@@ -1,1 +1,38 @@
-"""Shards: schema, Zarr + WebDataset writers, the Ray build job's logic, streaming reader."""
+"""Shards: schema, Zarr + WebDataset writers, the Ray build job's logic, streaming reader.
+
+Public names are imported lazily (the reader pulls in torch and webdataset, the builder Ray),
+so ``adsys shards inspect`` and the CLI start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ShardSpec": "adsys.shards.spec",
+    "VariantRecipe": "adsys.shards.spec",
+    "load_spec": "adsys.shards.spec",
+    "Sample": "adsys.shards.schema",
+    "ShardManifest": "adsys.shards.schema",
+    "ShardFormatError": "adsys.shards.schema",
+    "BuildResult": "adsys.shards.build",
+    "SpecMismatchError": "adsys.shards.build",
+    "build_shards": "adsys.shards.build",
+    "CohortStore": "adsys.shards.store",
+    "ShardStream": "adsys.shards.stream",
+    "ShardLoader": "adsys.shards.stream",
+    "CorruptShardError": "adsys.shards.stream",
+    "make_loader": "adsys.shards.stream",
+    "read_shard": "adsys.shards.stream",
+    "replay_variant": "adsys.shards.variants",
+    "verify_shards": "adsys.shards.verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'adsys.shards' has no attribute {name!r}")

@@ -77,4 +77,4 @@ def val_batches(cfg: TrainConfig, rank: int, world: int) -> list[dict]:
 def shard_preprocess_config(cfg: TrainConfig) -> dict[str, Any] | None:
     """The preprocessing config the shards were built with (for inference on raw NIfTI)."""
     manifest, _ = load_shard_manifest(cfg.shards)
-    return manifest.spec.get("preprocess")
+    return manifest.spec["spec"]["preprocess"]  # the spec's identity record (ShardSpec.identity)

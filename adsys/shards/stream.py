@@ -1,0 +1,438 @@
+"""Streaming reader: training batches from tar shards, checked against ``manifest.json``.
+
+Tar alone cannot tell a complete shard from a damaged one: a corrupt header mid-shard reads
+as the end of the archive and a corrupt payload reads as data. Every shard is therefore read
+against its manifest record: each sample's checksum is verified, and a shard that ends early
+(truncated, or a header overwritten) reports every sample it lost. ``on_corrupt="raise"``
+stops with :class:`CorruptShardError`; ``"skip"`` drops the sample and counts it (batches
+carry the count, :class:`ShardLoader` sums it) — a stream is never silently shortened.
+
+Two ways to split the work, both explicit about ``rank``/``world_size`` and DataLoader
+workers (``consumers = world_size × num_workers``):
+
+* ``resampled=True`` (training): each consumer draws shards at random (weighted by sample
+  count, seeded per (seed, rank, worker, epoch)) and yields exactly its share of
+  ``steps_per_epoch`` full batches, so every rank does the same number of steps (no DDP hang).
+* ``resampled=False`` (evaluation, "split" mode): every sample of the split is seen exactly
+  once by exactly one consumer — whole shards per consumer when there are at least as many
+  shards as consumers, else every ``consumers``-th sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from adsys.shards.schema import (
+    MANIFEST_NAME,
+    MAX_MEMBER_BYTES,
+    REQUIRED_FIELDS,
+    Sample,
+    ShardFormatError,
+    ShardManifest,
+    ShardRecord,
+    decode_sample,
+    parse_member_name,
+    sample_digest,
+)
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["slices", "patches", "volumes"]
+OnCorrupt = Literal["raise", "skip"]
+_READ_BUFFER = 1 << 20
+
+
+class CorruptShardError(ShardFormatError):
+    """A shard or sample does not match its manifest record (checksum, count, format)."""
+
+
+@dataclass
+class ShardRead:
+    """One sample position of a shard: the decoded ``sample``, or the ``problem`` with it."""
+
+    position: int
+    sample: Sample | None = None
+    problem: str | None = None
+
+
+def load_shard_manifest(source: str | Path) -> tuple[ShardManifest, str]:
+    """``(manifest, base URL)`` from a build folder, a manifest path, or a manifest URL."""
+    source = str(source)
+    if Path(source).is_dir():
+        source = str(Path(source) / MANIFEST_NAME)
+    with contextlib.closing(wds.gopen(source, "rb")) as f:
+        manifest = ShardManifest.from_json(f.read(), source)
+    return manifest, source.rsplit("/", 1)[0] if "/" in source else "."
+
+
+def read_shard(
+    url: str,
+    shard: ShardRecord,
+    *,
+    wanted: Callable[[int], bool] | None = None,
+    fields: tuple[str, ...] = REQUIRED_FIELDS,
+) -> Iterator[ShardRead]:
+    """Read one tar shard (any URL ``webdataset.gopen`` opens) against its record.
+
+    Yields one :class:`ShardRead` per sample position of ``shard`` that ``wanted`` accepts
+    (default: all), in order: decoded (only ``fields``; checksum verified) or with the
+    problem found. Positions lost to truncation or a damaged header come last, one each.
+    """
+    expected = shard.samples
+    position = 0  # position of the sample being read
+    key, members = None, []
+
+    def finish() -> ShardRead | None:
+        nonlocal position
+        pos, position = position, position + 1
+        if wanted is not None and not wanted(pos):
+            return None
+        if pos >= len(expected):
+            return ShardRead(pos, problem=f"{url}: extra sample {key!r} beyond the manifest")
+        record = expected[pos]
+        if key != record.key or sample_digest(members) != record.sha256:
+            return ShardRead(pos, problem=f"{url}: sample {record.key} (#{pos}) checksum mismatch")
+        try:
+            return ShardRead(pos, sample=decode_sample(members, fields))
+        except (ShardFormatError, KeyError, TypeError) as exc:
+            return ShardRead(pos, problem=f"{url}: sample {record.key} (#{pos}) undecodable: {exc}")
+
+    try:
+        with (
+            contextlib.closing(wds.gopen(url, "rb")) as stream,
+            tarfile.open(fileobj=stream, mode="r|", bufsize=_READ_BUFFER) as tar,
+        ):
+            for info in tar:
+                k, _, _ = parse_member_name(info.name)
+                if not info.isreg() or info.size > MAX_MEMBER_BYTES:
+                    raise ShardFormatError(f"member {info.name!r} is not a regular file we wrote")
+                if key is not None and k != key:
+                    if (read := finish()) is not None:
+                        yield read
+                    members = []
+                key = k
+                keep = wanted is None or wanted(position)
+                members.append((info.name, tar.extractfile(info).read() if keep else b""))
+            if key is not None:
+                if (read := finish()) is not None:
+                    yield read
+    except (tarfile.TarError, OSError, EOFError, ShardFormatError) as exc:
+        log.warning("%s: unreadable after %d sample(s): %s", url, position, exc)
+    lost = f"{url}: shard ends after {position} of {len(expected)} samples (truncated or damaged)"
+    for pos in range(position, len(expected)):
+        if wanted is None or wanted(pos):
+            yield ShardRead(pos, problem=lost)
+
+
+def _stack(arrays: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, *shape) ``dtype`` tensor from C-contiguous same-shape arrays (torch casts:
+    numpy's float16 cast is slow)."""
+    return torch.from_numpy(np.stack(arrays)).to(dtype).unsqueeze(1)
+
+
+def _collate(items: list[tuple], mode: Mode, dtype: torch.dtype) -> dict[str, Any]:
+    """Stack items ``(subject_id, k, where, image, mask, variant, lesion)`` into a batch."""
+    batch: dict[str, Any] = {}
+    for i, name in enumerate(("image", "mask", "variant", "lesion"), start=3):
+        batch[name] = _stack([it[i] for it in items], dtype)
+    batch["variant_index"] = torch.tensor([it[1] for it in items], dtype=torch.int64)
+    batch["subject_id"] = [it[0] for it in items]
+    if mode == "slices":
+        batch["slice_index"] = torch.tensor([it[2] for it in items], dtype=torch.int64)
+    elif mode == "patches":
+        batch["origin"] = torch.tensor([it[2] for it in items], dtype=torch.int64)
+    return batch
+
+
+class ShardStream(IterableDataset):
+    """Training / evaluation batches from the tar shards of one split.
+
+    Args:
+        source: build folder, ``manifest.json`` path, or its URL.
+        split: ``train``, ``val`` or ``test``.
+        mode: ``slices`` (axial, the last axis; items (1, x, y)), ``patches`` (items
+            (1, *patch_size), centred on random brain voxels) or ``volumes`` (1, x, y, z).
+        batch_size: items per batch.
+        rank, world_size: this process's place among the training ranks.
+        seed: base seed; draws use (seed, rank, worker, epoch) — see :meth:`set_epoch`.
+        resampled: draw shards with replacement, ``steps_per_epoch`` batches per rank.
+        steps_per_epoch: batches per rank per epoch (``resampled`` only; required there).
+        shuffle: shuffle shard order and items (buffer ``shuffle_buffer``); default:
+            ``resampled``.
+        min_brain_fraction: ``slices`` keeps slices whose brain fraction is ≥ this.
+        patch_size, patches_per_volume: ``patches`` mode geometry and count per sample.
+        on_corrupt: ``raise`` or ``skip`` (counted in each batch's ``skipped``).
+        shard_url: template for shard URLs with ``{name}`` (e.g.
+            ``"pipe:aws s3 cp s3://bucket/demo/{name} -"``); default: beside the manifest.
+        drop_last: drop a final partial batch (split mode); resampled batches are all full.
+        dtype: dtype of the batch's image, mask, variant and lesion tensors. ``torch.float16``
+            (exact: the shards store float16) halves what workers send to the trainer; cast on
+            the device.
+
+    Each batch is a dict: ``image``, ``mask``, ``variant``, ``lesion`` (B, 1, ...) ``dtype``;
+    ``variant_index`` (B,) int64 (-1 when the split has no variants: the variant is then the
+    clean image and the lesion empty); ``subject_id`` list of B str; ``slice_index`` (B,)
+    or ``origin`` (B, 3) int64 in ``slices`` / ``patches`` mode; ``skipped``: corrupt
+    samples dropped since the previous batch. A batch holding only ``skipped`` may end a
+    stream; :class:`ShardLoader` absorbs it.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        split: str = "train",
+        mode: Mode = "slices",
+        batch_size: int = 32,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        resampled: bool = False,
+        steps_per_epoch: int | None = None,
+        shuffle: bool | None = None,
+        shuffle_buffer: int = 512,
+        min_brain_fraction: float = 0.0,
+        patch_size: tuple[int, int, int] | None = None,
+        patches_per_volume: int = 8,
+        on_corrupt: OnCorrupt = "raise",
+        shard_url: str | None = None,
+        drop_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if mode not in ("slices", "patches", "volumes"):
+            raise ValueError(f"mode must be slices, patches or volumes, got {mode!r}")
+        if on_corrupt not in ("raise", "skip"):
+            raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world={world_size}")
+        if resampled and not (steps_per_epoch and steps_per_epoch > 0):
+            raise ValueError("resampled=True needs steps_per_epoch > 0")
+        if mode == "patches" and (patch_size is None or len(patch_size) != 3):
+            raise ValueError("mode='patches' needs patch_size=(px, py, pz)")
+        self.manifest, base = load_shard_manifest(source)
+        if split not in self.manifest.splits:
+            raise ValueError(f"split {split!r} is not in {source} ({list(self.manifest.splits)})")
+        self.shards = self.manifest.shards_of(split)
+        if not self.shards:
+            raise ValueError(
+                f"{source}: split {split!r} has no tar shards (formats: {self.manifest.formats})"
+            )
+        self.shape = tuple(self.manifest.splits[split].shape)
+        if mode == "patches" and any(p > s for p, s in zip(patch_size, self.shape, strict=True)):
+            raise ValueError(f"patch_size {patch_size} exceeds the volume shape {self.shape}")
+        self.split, self.mode, self.batch_size = split, mode, batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.resampled, self.steps_per_epoch = resampled, steps_per_epoch
+        self.shuffle = resampled if shuffle is None else shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self.min_brain_fraction = min_brain_fraction
+        self.patch_size = tuple(patch_size) if patch_size else None
+        self.patches_per_volume = patches_per_volume
+        self.on_corrupt = on_corrupt
+        self.drop_last = drop_last
+        self.dtype = dtype
+        template = shard_url or f"{base}/{{name}}"
+        self.urls = [template.format(name=s.name) for s in self.shards]
+        self.epoch = 0
+        self.skipped = 0  # corrupt samples skipped in this process
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's draws; call before creating each epoch's iterator."""
+        self.epoch = int(epoch)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples (subjects) in the split, per the manifest."""
+        return sum(s.count for s in self.shards)
+
+    # --- splitting ------------------------------------------------------------------------
+
+    def _consumer(self) -> tuple[int, int]:
+        """(worker id, workers per rank) of the calling DataLoader worker (0, 1 in-process)."""
+        info = get_worker_info()
+        return (0, 1) if info is None else (info.id, info.num_workers)
+
+    def _split_plan(self, consumer: int, n_consumers: int) -> list[tuple[int, Callable | None]]:
+        """Shards (index, position filter) this consumer reads in split mode."""
+        if len(self.shards) >= n_consumers:
+            return [(i, None) for i in range(consumer, len(self.shards), n_consumers)]
+        plan, offset = [], 0
+        for i, shard in enumerate(self.shards):
+            plan.append((i, lambda p, o=offset: (o + p) % n_consumers == consumer))
+            offset += shard.count
+        return plan
+
+    # --- samples → items → batches --------------------------------------------------------
+
+    def _samples(self, plan: Iterator[tuple[int, Callable | None]]) -> Iterator[Sample | int]:
+        """Decoded samples of the planned shards; an int is a count of skipped samples."""
+        for index, wanted in plan:
+            for read in read_shard(self.urls[index], self.shards[index], wanted=wanted):
+                if read.sample is not None:
+                    yield read.sample
+                elif self.on_corrupt == "raise":
+                    raise CorruptShardError(read.problem)
+                else:
+                    log.warning("skipping corrupt sample: %s", read.problem)
+                    self.skipped += 1
+                    yield 1
+
+    def _items(self, sample: Sample, rng: np.random.Generator) -> list[tuple]:
+        """Items ``(subject_id, k, where, image, mask, variant, lesion)`` of one sample.
+
+        Item arrays are compact C-contiguous copies (cut while the decoded sample is hot in
+        cache), so the shuffle buffer never keeps whole decoded samples alive.
+        """
+        img, mask, var, les = sample.image, sample.mask, sample.variants, sample.lesions
+        n_var = var.shape[0]
+        if not n_var:  # no variants: the clean image stands in, with an empty lesion
+            var, les = img[None], np.zeros_like(mask)[None]
+        if self.mode == "slices":
+            fraction = mask.mean(axis=(0, 1), dtype=np.float32)
+            zs = np.flatnonzero(fraction >= self.min_brain_fraction)
+            ks = rng.integers(var.shape[0], size=len(zs))
+            where = zs.tolist()
+            columns = [np.moveaxis(a, -1, 0)[zs] for a in (img, mask)]  # (n, x, y) gathers
+            columns += [np.moveaxis(a, -1, 1)[ks, zs] for a in (var, les)]
+        elif self.mode == "patches":
+            size = np.array(self.patch_size)
+            brain = np.argwhere(mask > 0)
+            centres = brain[rng.integers(len(brain), size=self.patches_per_volume)]
+            origins = np.clip(centres - size // 2, 0, np.array(self.shape) - size)
+            ks = rng.integers(var.shape[0], size=len(origins))
+            where = origins.tolist()
+            boxes = [tuple(slice(a, a + s) for a, s in zip(o, size, strict=True)) for o in origins]
+            columns = [[np.ascontiguousarray(a[box]) for box in boxes] for a in (img, mask)] + [
+                [np.ascontiguousarray(a[k][box]) for k, box in zip(ks, boxes, strict=True)]
+                for a in (var, les)
+            ]
+        else:
+            ks = rng.integers(var.shape[0], size=1)
+            where = [None]
+            columns = [[np.ascontiguousarray(a)] for a in (img, mask, var[ks[0]], les[ks[0]])]
+        ks = ks.tolist() if n_var else [-1] * len(ks)
+        return list(zip([sample.subject_id] * len(ks), ks, where, *columns, strict=True))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker, n_workers = self._consumer()
+        rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch])
+        if self.resampled:
+            quota = self.steps_per_epoch // n_workers + (worker < self.steps_per_epoch % n_workers)
+            samples = self._samples(self._resampled_plan(rng))
+        else:
+            quota = None
+            consumer, n_consumers = self.rank * n_workers + worker, self.world_size * n_workers
+            plan = self._split_plan(consumer, n_consumers)
+            if self.shuffle:
+                rng.shuffle(plan)
+            samples = self._samples(iter(plan))
+        yield from self._batches(samples, rng, quota)
+
+    def _resampled_plan(self, rng: np.random.Generator) -> Iterator[tuple[int, None]]:
+        weights = np.array([s.count for s in self.shards], dtype=np.float64)
+        weights /= weights.sum()
+        while True:
+            yield int(rng.choice(len(self.shards), p=weights)), None
+
+    def _batches(
+        self, samples: Iterator[Sample | int], rng: np.random.Generator, quota: int | None
+    ) -> Iterator[dict[str, Any]]:
+        buffer: list[tuple] = []
+        skipped = produced = idle = 0
+        capacity = self.shuffle_buffer if self.shuffle else 0
+        for sample in samples:
+            if quota is not None and produced >= quota:
+                break
+            if isinstance(sample, int):
+                skipped += sample
+                idle += 1
+                if quota is not None and idle > 10 * len(self.shards) + 10:
+                    raise CorruptShardError(f"no readable sample in the last {idle} reads")
+                continue
+            idle = 0
+            buffer.extend(self._items(sample, rng))
+            while len(buffer) >= max(capacity, self.batch_size) and (
+                quota is None or produced < quota
+            ):
+                if self.shuffle:
+                    picks = rng.choice(len(buffer), size=self.batch_size, replace=False)
+                    items = [buffer[i] for i in picks]
+                    for i in sorted(picks, reverse=True):
+                        buffer[i] = buffer[-1]
+                        buffer.pop()
+                else:
+                    items, buffer = buffer[: self.batch_size], buffer[self.batch_size :]
+                yield {**_collate(items, self.mode, self.dtype), "skipped": skipped}
+                skipped, produced = 0, produced + 1
+        if quota is None:  # split mode: flush what is left
+            if self.shuffle:
+                rng.shuffle(buffer)
+            while buffer and (len(buffer) >= self.batch_size or not self.drop_last):
+                items, buffer = buffer[: self.batch_size], buffer[self.batch_size :]
+                yield {**_collate(items, self.mode, self.dtype), "skipped": skipped}
+                skipped = 0
+        if skipped:
+            yield {"skipped": skipped}
+
+
+class ShardLoader:
+    """A DataLoader over a :class:`ShardStream` that sums skipped corrupt samples.
+
+    Iterating yields the stream's batches without the ``skipped`` field; ``skipped`` holds
+    the total over all workers since the loader was made. ``len()`` is ``steps_per_epoch``
+    in resampled mode.
+    """
+
+    def __init__(self, stream: ShardStream, loader: DataLoader) -> None:
+        self.stream = stream
+        self.loader = loader
+        self.skipped = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        if not self.stream.resampled:
+            raise TypeError("a split-mode ShardLoader has no fixed length")
+        return self.stream.steps_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            self.skipped += int(batch.pop("skipped"))
+            if batch:
+                yield batch
+
+
+def make_loader(
+    stream: ShardStream,
+    *,
+    num_workers: int = 2,
+    pin_memory: bool = False,
+    prefetch_factor: int | None = 2,
+    multiprocessing_context: str | None = None,
+) -> ShardLoader:
+    """A :class:`ShardLoader` with ``num_workers`` worker processes (batches are made by the
+    stream, so the DataLoader runs with ``batch_size=None``). Workers are not persistent:
+    call ``loader.set_epoch(e)`` before each epoch's ``iter``."""
+    loader = DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
+        persistent_workers=False,
+    )
+    return ShardLoader(stream, loader)

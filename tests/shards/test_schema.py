@@ -1,0 +1,193 @@
+"""Schema, tar writer, spec and seeds: unit tests without Ray."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from adsys.errors import InputError
+from adsys.shards.schema import (
+    SampleRecord,
+    ShardFormatError,
+    ShardRecord,
+    decode_array,
+    decode_sample,
+    encode_array,
+    encode_sample,
+    parse_member_name,
+    sample_digest,
+    sample_key,
+    subject_id_of,
+    to_schema_arrays,
+)
+from adsys.shards.spec import ShardSpec, load_spec
+from adsys.shards.stream import read_shard
+from adsys.shards.variants import variant_seed
+from adsys.shards.writers import TarShardWriter, member_nbytes, write_tar
+from tests.shards.conftest import SMOKE_SPEC
+
+
+def _sample(key: str = "sub-1", k: int = 2, shape=(6, 7, 5), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    image = rng.random(shape, dtype=np.float32)
+    mask = (image > 0.3).astype(np.uint8)
+    variants = np.stack([image * (1 + i) for i in range(k)])
+    lesions = (variants > 0.9).astype(np.uint8)
+    arrays = to_schema_arrays(image, mask, variants, lesions, None, "binary")
+    meta = {"grid": {"shape": list(shape)}, "num_variants": k, "lesion_format": "binary"}
+    return arrays, meta
+
+
+@pytest.mark.parametrize("level", [None, 3])
+def test_array_roundtrip_is_exact(level):
+    a = np.random.default_rng(1).random((3, 4, 5)).astype(np.float16)
+    b = decode_array(encode_array(a, level), compressed=level is not None)
+    assert b.dtype == a.dtype and np.array_equal(a, b)
+
+
+def test_object_arrays_are_refused_without_unpickling():
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ShardFormatError, match="object dtype"):
+        decode_array(buf.getvalue(), compressed=False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../evil.image.npy",
+        "/abs.image.npy",
+        "a/b.image.npy",
+        "sub.pickle.npy",
+        "sub.image.pkl",
+        "sub.meta.npy",
+        ".hidden.image.npy",
+        "sub",
+    ],
+)
+def test_unexpected_member_names_are_rejected(name):
+    with pytest.raises(ShardFormatError):
+        parse_member_name(name)
+
+
+def test_keys_escape_dots_reversibly():
+    assert sample_key("sub.01_a-b") == "sub%2E01_a-b"
+    assert subject_id_of(sample_key("sub.01_a-b")) == "sub.01_a-b"
+    assert parse_member_name("sub%2E01.variants.npy.zst") == ("sub%2E01", "variants", True)
+
+
+def test_sample_roundtrip_and_schema_checks():
+    arrays, meta = _sample()
+    members = encode_sample("sub-1", arrays, meta, 3)
+    assert [n for n, _ in members] == [
+        "sub-1.image.npy.zst",
+        "sub-1.mask.npy.zst",
+        "sub-1.variants.npy.zst",
+        "sub-1.lesions.npy.zst",
+        "sub-1.meta.json",
+    ]
+    sample = decode_sample(members)
+    for name, arr in arrays.items():
+        assert np.array_equal(getattr(sample, name), arr)
+    with pytest.raises(ShardFormatError, match="lacks"):
+        decode_sample(members[1:])
+    wrong = {**arrays, "mask": arrays["mask"].astype(np.float32)}
+    with pytest.raises(ShardFormatError, match="schema says"):
+        decode_sample(encode_sample("sub-1", wrong, meta, None))
+
+
+def test_tar_writes_are_deterministic_and_atomic(tmp_path):
+    arrays, meta = _sample()
+    members = encode_sample("sub-1", arrays, meta, 3)
+    sha_a, _ = write_tar(tmp_path / "a.tar", members)
+    sha_b, _ = write_tar(tmp_path / "b.tar", members)
+    assert sha_a == sha_b
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "b.tar"]  # no temp files
+    with tarfile.open(tmp_path / "a.tar") as tf:
+        for m in tf:
+            assert (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (0, 0, 0, "", "", 0o644)
+
+
+def test_shard_writer_closes_at_target_size(tmp_path):
+    samples = [encode_sample(f"s{i}", *_sample(f"s{i}", seed=i), None) for i in range(5)]
+    size = sum(member_nbytes(len(d)) for _, d in samples[0])  # all samples are this size
+    writer = TarShardWriter(tmp_path, "train", target_bytes=2 * size + 1)
+    closed = []
+    for i, members in enumerate(samples):
+        rec = SampleRecord(
+            key=f"s{i}", subject_id=f"s{i}", row=i, sha256=sample_digest(members), nbytes=size
+        )
+        closed.append(writer.add(members, rec))
+    closed.append(writer.close())
+    shards = [c for c in closed if c is not None]
+    assert [s.count for s in shards] == [3, 2]
+    assert [s.name for s in shards] == ["shards/train-000000.tar", "shards/train-000001.tar"]
+    reads = [r for s in shards for r in read_shard(str(tmp_path / s.name), s)]
+    assert [r.sample.key for r in reads] == [f"s{i}" for i in range(5)]
+
+
+def test_reader_rejects_path_traversal_members(tmp_path):
+    arrays, meta = _sample()
+    members = encode_sample("sub-1", arrays, meta, None)
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as tf:
+        for name, data in [("../../etc/sub-1.image.npy", members[0][1]), *members[1:]]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    record = ShardRecord(
+        name="evil.tar",
+        split="train",
+        sha256="0",
+        nbytes=0,
+        count=1,
+        samples=[
+            {
+                "key": "sub-1",
+                "subject_id": "sub-1",
+                "row": 0,
+                "sha256": sample_digest(members),
+                "nbytes": 0,
+            }
+        ],
+    )
+    (read,) = list(read_shard(str(path), record))
+    assert read.sample is None and "ends after 0 of 1" in read.problem
+    assert not (tmp_path.parent / "etc").exists()
+
+
+def test_variant_seeds_are_stable_and_distinct():
+    assert variant_seed(0, "sub-1", 0) == variant_seed(0, "sub-1", 0)
+    assert variant_seed(0, "sub-1", 0) == 9124437652688966591  # golden: never change silently
+    seeds = {
+        variant_seed(s, sid, k, a)
+        for s in (0, 1)
+        for sid in ("a", "b")
+        for k in range(3)
+        for a in range(2)
+    }
+    assert len(seeds) == 24 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_spec_validation(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("subject_id,image,split\n")
+    spec = load_spec(SMOKE_SPEC, {"manifest": manifest, "out": tmp_path / "o"})
+    assert spec.preprocess.shape == (44, 52, 44) and spec.recipe("train").count == 2
+    assert spec.out == (tmp_path / "o").resolve()
+    base = spec.model_dump()
+    with pytest.raises(ValueError, match="preprocess.shape"):
+        ShardSpec.model_validate({**base, "preprocess": {"spacing": 4, "shape": None}})
+    with pytest.raises(ValueError, match="unknown generator"):
+        ShardSpec.model_validate({**base, "variants": {"train": {"generator": "nope"}}})
+    with pytest.raises(ValueError, match="bogus"):
+        ShardSpec.model_validate({**base, "variants": {"train": {"options": {"bogus": 1}}}})
+    with pytest.raises(ValueError, match="extra_forbidden"):
+        ShardSpec.model_validate({**base, "shard_sizemb": 3})
+    assert ShardSpec.model_validate({**base, "max_failures": 0.25}).failure_budget(10) == 2
+    with pytest.raises(InputError):
+        load_spec(tmp_path / "missing.yaml")
