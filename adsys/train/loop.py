@@ -147,6 +147,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             marker = run_dir / f".fault-injected-{fault_step}"
             if not marker.exists():
                 marker.touch()
+                # crash once the last report is committed (a crash right after a report may
+                # otherwise lose that checkpoint and resume from the one before: also correct,
+                # but the test wants a known resume step)
+                ray.train.get_all_reported_checkpoints(
+                    consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
+                )
                 os._exit(17)  # a hard crash: Ray must restart the worker group
         loss = engine(_to(batch, device), gen)
         engine.backward(loss)
