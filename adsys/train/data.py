@@ -9,11 +9,14 @@ the same batches as an uninterrupted run. Validation reads the val split exactly
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from adsys.shards.stream import ShardStream, load_shard_manifest, make_loader
 from adsys.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def steps_per_epoch(cfg: TrainConfig, world: int) -> int:
@@ -29,49 +32,38 @@ def _images(batch: dict[str, Any]) -> dict[str, Any]:
     return {"image": batch["image"], "mask": batch["mask"]}
 
 
+def _slices(cfg: TrainConfig, split: str, rank: int, world: int, **kw: Any) -> ShardStream:
+    """This rank's axial-slice stream of ``split``."""
+    return ShardStream(
+        cfg.shards, split=split, mode="slices", batch_size=cfg.batch_size, rank=rank,
+        world_size=world, seed=cfg.seed, min_brain_fraction=cfg.min_brain_fraction, **kw,
+    )  # fmt: skip
+
+
 def train_batches(cfg: TrainConfig, rank: int, world: int, start_step: int = 0) -> Iterator[dict]:
-    """Endless training batches for this rank, positioned at ``start_step``."""
+    """Endless training batches for this rank, positioned at ``start_step``.
+
+    Corrupt samples are skipped (the reader checks every checksum) and counted in the log.
+    """
     spe = steps_per_epoch(cfg, world)
-    stream = ShardStream(
-        cfg.shards,
-        split="train",
-        mode="slices",
-        batch_size=cfg.batch_size,
-        rank=rank,
-        world_size=world,
-        seed=cfg.seed,
-        resampled=True,
-        steps_per_epoch=spe,
-        min_brain_fraction=cfg.min_brain_fraction,
-        on_corrupt="skip",
-    )
+    stream = _slices(cfg, "train", rank, world, resampled=True, steps_per_epoch=spe,
+                     on_corrupt="skip")  # fmt: skip
     loader = make_loader(stream, num_workers=cfg.data_workers)
     epoch, skip = divmod(start_step, spe)
     while True:
         loader.set_epoch(epoch)
         for batch in itertools.islice(loader, skip, None):
             yield _images(batch)
+        if loader.skipped:
+            log.warning("rank %d: %d corrupt sample(s) skipped so far", rank, loader.skipped)
         skip, epoch = 0, epoch + 1
 
 
 def val_batches(cfg: TrainConfig, rank: int, world: int) -> list[dict]:
     """The first ``val_batches`` batches of this rank's exact share of the val split."""
-    stream = ShardStream(
-        cfg.shards,
-        split="val",
-        mode="slices",
-        batch_size=cfg.batch_size,
-        rank=rank,
-        world_size=world,
-        seed=cfg.seed,
-        resampled=False,
-        shuffle=False,
-        min_brain_fraction=cfg.min_brain_fraction,
-        on_corrupt="raise",
-    )
-    return [
-        _images(b) for b in itertools.islice(make_loader(stream, num_workers=0), cfg.val_batches)
-    ]
+    stream = _slices(cfg, "val", rank, world, resampled=False, shuffle=False, on_corrupt="raise")
+    loader = make_loader(stream, num_workers=0)
+    return [_images(b) for b in itertools.islice(loader, cfg.val_batches)]
 
 
 def shard_preprocess_config(cfg: TrainConfig) -> dict[str, Any] | None:
