@@ -31,6 +31,8 @@ demo: $(STAMP) $(DEMO)/data/manifest.csv
 		--spacing 2 --shape 96 112 96
 	$(PY) ray_jobs/build_shards.py shards/demo.yaml
 	$(MAKE) $(RUNS)/demo/export/config.json
+	$(PY) ray_jobs/infer.py --model $(RUNS)/demo/export --cohort shards/out/demo \
+		--out $(RUNS)/demo/infer
 
 $(DEMO)/data/manifest.csv: | $(STAMP)
 	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
