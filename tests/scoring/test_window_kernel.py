@@ -10,6 +10,7 @@ from adsys.kernels.window import (
     accumulate_windows_torch,
     accumulate_windows_triton,
     gather_windows,
+    window_boxes,
 )
 from adsys.scoring import importance_map, sliding_window_ensemble
 
@@ -91,3 +92,23 @@ def test_shape_checks():
     with pytest.raises(ValueError, match="contiguous float32"):
         accumulate_windows_torch(windows, recons, None, grid,
                                  torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("counts", [(5,), (3, 4), (2, 3, 4)])
+def test_window_boxes_cover_a_range_in_row_major_order(counts):
+    """Every [start, stop) of a window grid splits into boxes whose sub-grids, gathered in
+    order, are exactly those windows (what one predictor call of a batch covers)."""
+    starts = tuple(tuple(range(0, 2 * n, 2)) for n in counts)
+    roi = (3,) * len(counts)
+    padded = tuple(2 * n + 1 for n in counts)
+    grid = WindowGrid(starts, roi, padded, importance_map(roi, "gaussian"))
+    x = torch.rand((1, 1, *padded), generator=torch.Generator().manual_seed(0))
+    every = gather_windows(x, grid)
+    total = grid.num_windows
+    for start in range(total):
+        for stop in range(start + 1, total + 1):
+            boxes = window_boxes(counts, start, stop)
+            assert len(boxes) <= 2 * len(counts) - 1
+            parts = torch.cat([gather_windows(x, grid.subgrid(b)) for b in boxes])
+            torch.testing.assert_close(parts, every[start:stop], rtol=0, atol=0)
+    assert grid.subgrid(tuple((0, n) for n in counts)) is grid
