@@ -1,5 +1,6 @@
 """The installed package: namespace layout, console script, pinned dependency ranges."""
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -22,7 +23,7 @@ def test_kernels_ship_inside_adsys_not_top_level(tmp_path):
 
 def test_every_runtime_dependency_is_a_bounded_range():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {d.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower() for d in deps}
+    names = {re.split(r"[\[<>=;]", d)[0].strip().lower() for d in deps}
     for required in ["torch", "webdataset", "ray", "deepspeed", "nibabel", "zarr", "numcodecs",
                      "scipy", "triton", "nilearn", "torchio", "scikit-image", "scikit-learn",
                      "pydantic", "pyyaml", "tqdm", "matplotlib"]:

@@ -63,7 +63,8 @@ def test_preprocess_lists_failed_subject_and_keeps_the_rest(tmp_path):
     assert "failed 1" in r.stdout and "FAILED bad: NonFiniteError" in r.stderr
     failed = json.loads((tmp_path / "pp" / "failed.json").read_text())
     assert failed[0]["subject_id"] == "bad" and "nan.nii.gz" in failed[0]["reason"]
-    assert [s.subject_id for s in load_manifest(tmp_path / "pp" / "manifest.csv").subjects] == ["ok"]
+    written = load_manifest(tmp_path / "pp" / "manifest.csv").subjects
+    assert [s.subject_id for s in written] == ["ok"]
 
 
 def test_broken_manifest_is_a_clear_cli_error(tmp_path):

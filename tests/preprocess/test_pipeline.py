@@ -68,7 +68,8 @@ def test_resampling_to_2mm_gives_shape_spacing_and_linear_values(tmp_path):
     assert p.grid.spacing == (2.0, 2.0, 2.0)
     # linear interpolation of a linear ramp is exact: value = world x of the new voxel + 100
     world_x = p.grid.affine[0, 3] + 2.0 * np.arange(20)
-    np.testing.assert_allclose(p.image[:, 5, 5], (world_x + 100.0) / p.record["normalization"]["hi"], rtol=1e-5)
+    hi = p.record["normalization"]["hi"]
+    np.testing.assert_allclose(p.image[:, 5, 5], (world_x + 100.0) / hi, rtol=1e-5)
     # 2 mm voxels that cover the same field of view as the 1 mm source
     np.testing.assert_allclose(p.grid.affine[:3, 3], affine[:3, 3])
 
@@ -87,7 +88,9 @@ def test_crop_pad_keeps_every_brain_voxel(tmp_path, target):
     p = preprocess_subject(_entry(tmp_path, image, affine, mask), cfg)
     assert p.image.shape == target
     assert p.mask.sum() == mask.sum()
-    np.testing.assert_allclose(np.sort(p.image[p.mask > 0]), np.sort(image[mask] / image.max()), atol=1e-6)
+    np.testing.assert_allclose(
+        np.sort(p.image[p.mask > 0]), np.sort(image[mask] / image.max()), atol=1e-6
+    )
     # the brain sits in the middle of the window
     lo, hi = brain_bbox(p.mask)
     np.testing.assert_array_less(np.abs((lo + hi) - np.array(target)), 2)
@@ -142,8 +145,9 @@ def test_threshold_mask_when_no_mask_file_and_background_zeroed(tmp_path):
 
 def test_empty_mask_and_blank_image_errors_name_the_file(tmp_path):
     image, mask = brain_volume((20, 24, 18))
+    entry = _entry(tmp_path, image, np.eye(4), np.zeros_like(mask))
     with pytest.raises(EmptyMaskError, match="img.nii.gz.*empty"):
-        preprocess_subject(_entry(tmp_path, image, np.eye(4), np.zeros_like(mask)), PreprocessConfig())
+        preprocess_subject(entry, PreprocessConfig())
     with pytest.raises(InputError, match="img.nii.gz.*constant"):
         preprocess_subject(
             _entry(tmp_path, mask.astype(np.float32) * 7, np.eye(4), mask),

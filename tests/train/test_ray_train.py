@@ -1,4 +1,4 @@
-"""Ray Train + DeepSpeed on real local Ray: fault tolerance, exact resume, ZeRO-1, ray job submit."""
+"""Ray Train + DeepSpeed on real local Ray: fault tolerance, exact resume, ZeRO-1, job submit."""
 
 import contextlib
 import json
@@ -49,7 +49,8 @@ def test_killed_worker_is_restarted_and_resume_reproduces_losses_exactly(smoke_s
     hit = _run(smoke_shards, tmp_path, "hit", fault_step=4, max_steps=6, checkpoint_every=3,
                max_failures=1)
     assert (hit / ".fault-injected-4").exists()
-    steps = [json.loads(x)["step"] for x in (hit / "logs" / "metrics.jsonl").read_text().splitlines()]
+    lines = (hit / "logs" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines]
     assert steps == [1, 2, 3, 4, 4, 5, 6]  # restarted from the step-3 checkpoint
     assert _losses(hit) == _losses(ref)  # the same losses after the resume, bit for bit
     # the exported EMA model loads without DeepSpeed and restores a volume's slices
