@@ -30,6 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from adsys import __version__
+from adsys.errors import InputError
 from adsys.infer.config import InferConfig
 from adsys.infer.outputs import (
     is_complete,
@@ -82,7 +83,8 @@ def model_records(paths: list[Path]) -> list[dict[str, Any]]:
         p = Path(p)
         cfg_path = p / CONFIG
         if not cfg_path.is_file():
-            raise FileNotFoundError(f"{p} is not an exported model folder ({CONFIG} missing)")
+            raise InputError(p, f"not an exported model folder ({CONFIG} missing)",
+                             "pass the export/ folder of a training run (--model)")
         out.append({"config": json.loads(cfg_path.read_text(encoding="utf-8")),
                     "weights_sha256": sha256_file(p / WEIGHTS)})
     return out
@@ -161,7 +163,8 @@ def run_inference(config: InferConfig, *, progress: bool = True) -> InferResult:
     source = open_source(config.cohort, preprocess)
     subjects = source.subjects(config.splits)
     if not subjects:
-        raise ValueError(f"no subjects of splits {list(config.splits)} in {config.cohort}")
+        raise InputError(config.cohort, f"no subjects of splits {list(config.splits)}",
+                         "pick splits the cohort has (--splits) or check its split column")
     run = {**config.model_dump(mode="json"), "digest": digest, "adsys_version": __version__,
            "model_configs": [r["config"] for r in records], "score_range": config.map.score_range}
     write_json_atomic(out / "run.json", run)

@@ -69,3 +69,13 @@ def test_manifest_cohort_is_preprocessed_on_the_fly_like_the_store(smoke_model, 
         # same preprocessing, same seed: only the store's float16 rounding differs
         a, b = ours.get_fdata(), stored.get_fdata()
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+
+
+def test_bad_model_or_empty_selection_is_a_clear_error(smoke_model, smoke_shards, tmp_path):
+    from adsys.errors import InputError
+
+    with pytest.raises(InputError, match="not an exported model folder.*--model"):
+        run_inference(InferConfig(models=[tmp_path], cohort=smoke_shards, out=tmp_path / "a"))
+    with pytest.raises(InputError, match=r"no subjects of splits \['holdout'\]"):
+        run_inference(InferConfig(models=[smoke_model], cohort=smoke_shards,
+                                  out=tmp_path / "b", splits=("holdout",)))

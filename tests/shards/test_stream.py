@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 
 from adsys.shards.schema import MANIFEST_NAME, ShardManifest
 from adsys.shards.store import CohortStore
-from adsys.shards.stream import CorruptShardError, ShardStream, make_loader
+from adsys.shards.stream import FIELDS, CorruptShardError, ShardStream, make_loader
 from adsys.shards.verify import verify_shards
 
 pytestmark = pytest.mark.ray  # uses the session's Ray-built shards
@@ -68,6 +69,28 @@ def test_modes_yield_store_content(built):
 
     volumes = list(ShardStream(built.out, split="val", mode="volumes", batch_size=2))
     assert len(volumes) == 1 and volumes[0]["image"].shape == (1, 1, 44, 52, 44)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_worker_batches_through_the_ring_match_the_store(built, dtype):
+    """Two workers, two ring slots each (prefetch 1): every slot is reused many times."""
+    store = CohortStore(built.out)
+    stream = ShardStream(
+        built.out, split="train", batch_size=8, resampled=True, steps_per_epoch=12, dtype=dtype
+    )
+    batches = list(make_loader(stream, num_workers=2, prefetch_factor=1))
+    assert len(batches) == 12
+    for b in batches:
+        assert all(b[f].shape == (8, 1, 44, 52) and b[f].dtype == dtype for f in FIELDS)
+        labels = zip(b["subject_id"], b["slice_index"], b["variant_index"], strict=True)
+        for i, (sid, z, k) in enumerate(labels):
+            volumes = (
+                store.read(sid, "image"),
+                store.read(sid, "mask"),
+                *store.variant(sid, int(k)),
+            )
+            for field, volume in zip(FIELDS, volumes, strict=True):
+                assert np.array_equal(b[field][i, 0].numpy(), volume[..., z].astype(np.float32))
 
 
 def test_split_mode_two_ranks_two_workers_is_an_exact_partition(built):
@@ -178,10 +201,10 @@ def test_damaged_shards_are_reported_and_never_silently_shortened(copy_build):
             skipped += loader.skipped
         assert (delivered, skipped) == (total - lost, lost)
 
-    resampled = ShardStream(
+    resampled = ShardStream(  # 6 x 32 slices: more samples than one per damaged shard
         copy_build,
         split="train",
-        batch_size=4,
+        batch_size=32,
         resampled=True,
         steps_per_epoch=6,
         on_corrupt="skip",
