@@ -32,7 +32,7 @@ demo: $(STAMP) $(DEMO)/data/manifest.csv
 	$(PY) ray_jobs/build_shards.py shards/demo.yaml
 	$(MAKE) $(RUNS)/demo/export/config.json
 	$(PY) ray_jobs/infer.py --model $(RUNS)/demo/export --cohort shards/out/demo \
-		--out $(RUNS)/demo/infer
+		--out $(RUNS)/demo/infer --threshold val-fpr=0.05
 
 $(DEMO)/data/manifest.csv: | $(STAMP)
 	$(VENV)/bin/adsys demo-data --out $(DEMO)/data

@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     add_infer_arguments(parser)
     args = parser.parse_args(argv)
     if args.config is None:  # the demo unless told otherwise
+        if args.cohort is None:  # the demo's val subjects are healthy: a 5 %-FPR threshold
+            args.cohort, args.threshold = DEMO["cohort"], args.threshold or "val-fpr=0.05"
         args.models = args.models or DEMO["models"]
-        args.cohort = args.cohort or DEMO["cohort"]
         args.out = args.out or DEMO["out"]
     try:
         return run_from_args(args)
