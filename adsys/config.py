@@ -46,6 +46,19 @@ def load_yaml_config(cls: type[C], path: str | Path, overrides: dict[str, Any] |
         raise InputError(path, f"invalid {cls.__name__}:\n{exc}", "correct the keys above") from exc
 
 
+GpuSetting = Literal["auto", "true", "false"]
+
+
+def wants_gpu(setting: GpuSetting, gpus_needed: int = 1) -> bool:
+    """Resolve a ``use_gpu`` setting: ``auto`` = the running Ray cluster has ``gpus_needed``
+    GPUs (one per worker/actor), else the explicit choice."""
+    if setting == "auto":
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) >= gpus_needed
+    return setting == "true"
+
+
 Normalization = Literal["percentile", "quantile", "max"]
 
 

@@ -98,14 +98,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from adsys.errors import InputError
     from adsys.infer.evaluate import evaluate_maps
     from adsys.infer.report import format_table
-    from adsys.metrics.protocols import PROTOCOLS
 
-    if args.protocol not in PROTOCOLS:
-        raise InputError(None, f"unknown protocol {args.protocol!r}",
-                         f"use one of {', '.join(sorted(PROTOCOLS))}")
     summary = evaluate_maps(
         args.maps_dir, args.manifest, args.protocol, splits=tuple(args.splits),
         threshold=args.threshold, out=args.out, workers=args.workers,

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from adsys.config import StrictModel
-from adsys.metrics.protocols import PROTOCOLS
+from adsys.config import GpuSetting, StrictModel
+from adsys.metrics.protocols import get_protocol
 
 __all__ = ["InferConfig", "MapConfig", "WindowConfig"]
 
@@ -78,7 +78,7 @@ class InferConfig(StrictModel):
     seed: int = 0
     num_workers: int | Literal["auto"] = "auto"
     cpus_per_worker: int = 1
-    use_gpu: Literal["auto", "true", "false"] = "auto"
+    use_gpu: GpuSetting = "auto"
     batch_size: int = 1
     native: bool = True
     zarr: bool = False
@@ -94,8 +94,7 @@ class InferConfig(StrictModel):
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
-        if v not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {v!r}; known: {sorted(PROTOCOLS)}")
+        get_protocol(v)  # an unknown name lists the known ones
         return v
 
     @field_validator("num_workers", "cpus_per_worker", "batch_size")

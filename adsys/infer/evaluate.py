@@ -128,7 +128,7 @@ def evaluate_maps(
     ``maps_dir`` are evaluated; the others are listed in the summary as missing.
     """
     maps_dir = Path(maps_dir)
-    get_protocol(protocol)  # fail early on an unknown name
+    proto = get_protocol(protocol)  # fails early on an unknown name
     run_path = maps_dir / "run.json"
     if not run_path.is_file():
         raise InputError(maps_dir, "no run.json: not an adsys inference output folder",
@@ -139,7 +139,6 @@ def evaluate_maps(
     entries = load_manifest(manifest).subjects
     present = [e for e in entries if (subject_dir(maps_dir, e.subject_id) / MAP).is_file()]
     missing = [e.subject_id for e in entries if e.split in splits and e not in present]
-    proto = get_protocol(protocol)
     val = [e for e in present if e.split == "val"] if threshold.startswith("val") else []
     val_scores = _score_all(maps_dir, val, protocol, None, score_range, seed, workers,
                             progress, "evaluate val")

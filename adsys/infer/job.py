@@ -30,6 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from adsys import __version__
+from adsys.config import wants_gpu
 from adsys.errors import InputError
 from adsys.infer.config import InferConfig
 from adsys.infer.outputs import (
@@ -48,7 +49,7 @@ from adsys.train.export import CONFIG, WEIGHTS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferResult", "model_records", "num_actors", "run_inference", "use_gpu"]
+__all__ = ["InferResult", "model_records", "num_actors", "run_inference"]
 
 
 @dataclass
@@ -90,15 +91,6 @@ def model_records(paths: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def use_gpu(config: InferConfig) -> bool:
-    """Whether the actors take a GPU each (``auto``: when the Ray cluster has GPUs)."""
-    if config.use_gpu == "auto":
-        import ray
-
-        return ray.cluster_resources().get("GPU", 0) >= 1
-    return config.use_gpu == "true"
-
-
 def num_actors(config: InferConfig, gpu: bool) -> int:
     """``num_workers``, or for ``auto``: one actor per GPU, else per ``cpus_per_worker``."""
     if config.num_workers != "auto":
@@ -128,7 +120,7 @@ def _run_subjects(
     from ray.data import ActorPoolStrategy, DataContext
 
     DataContext.get_current().enable_progress_bars = False  # ours below counts subjects
-    gpu = use_gpu(config)
+    gpu = wants_gpu(config.use_gpu)  # one GPU per actor
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         SubjectPredictor,

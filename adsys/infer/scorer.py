@@ -19,6 +19,7 @@ import torch
 
 from adsys.infer.config import InferConfig
 from adsys.scoring import (
+    l1_residual,
     shift_tolerant_residual,
     slices_to_volume,
     sliding_window_ensemble,
@@ -73,7 +74,7 @@ class VolumeScorer:
         if cfg.kind == "shift":
             return shift_tolerant_residual(x, rec, k=cfg.shift_k, spatial_dims=self.dims,
                                            padding=cfg.shift_padding)
-        return (x - rec).abs()
+        return l1_residual(x, rec)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, subject_id: str) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from adsys.errors import InputError
 from adsys.metrics.histogram import ScoreHistogram
 from adsys.metrics.ranking import BestDice, ExactScores, dice_from_counts
 from adsys.metrics.reconstruction import reconstruction_metrics
@@ -222,7 +223,8 @@ def get_protocol(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        raise ValueError(f"unknown protocol {name!r}; known: {sorted(PROTOCOLS)}") from None
+        raise InputError(None, f"unknown protocol {name!r}",
+                         f"use one of {', '.join(sorted(PROTOCOLS))}") from None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from adsys.config import StrictModel
+from adsys.config import GpuSetting, StrictModel
 
 
 class TrainConfig(StrictModel):
@@ -34,7 +34,7 @@ class TrainConfig(StrictModel):
     min_brain_fraction: float = 0.0
     data_workers: int = 0
     num_workers: int = 1
-    use_gpu: Literal["auto", "true", "false"] = "auto"
+    use_gpu: GpuSetting = "auto"
     storage_path: Path = Path("runs")
     name: str = "adsys"
     max_failures: int = 0

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from adsys.config import wants_gpu
 from adsys.train.config import PRESETS, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,6 @@ def resolve_config(
     return TrainConfig.model_validate(merged)
 
 
-def use_gpu(cfg: TrainConfig) -> bool:
-    if cfg.use_gpu == "auto":
-        import ray
-
-        return ray.cluster_resources().get("GPU", 0) >= cfg.num_workers
-    return cfg.use_gpu == "true"
-
-
 def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
     """Fit with Ray Train (Ray must be initialised) and return the ``ray.train.Result``.
 
@@ -49,7 +42,7 @@ def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
 
     storage = Path(cfg.storage_path).resolve()
     run_dir = storage / cfg.name
-    gpu = use_gpu(cfg)
+    gpu = wants_gpu(cfg.use_gpu, cfg.num_workers)
     env = {
         "TORCH_EXTENSIONS_DIR": os.environ.get(
             "TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".torch_extensions")
