@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--passes", type=int, default=5, help="passes over the split per run")
+    p.add_argument("--passes", type=int, default=20, help="passes over the split per run")
     p.add_argument("--repeats", type=int, default=3, help="runs per pipeline; the best counts")
     p.add_argument("--min-brain-fraction", type=float, default=0.1)
     args = p.parse_args(argv)

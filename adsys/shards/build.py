@@ -50,6 +50,7 @@ from adsys.shards.schema import (
     sample_key,
     sample_meta,
     to_schema_arrays,
+    variant_boxes,
 )
 from adsys.shards.spec import ShardSpec
 from adsys.shards.variants import make_variants
@@ -120,12 +121,14 @@ def build_subject(spec: ShardSpec, job: _Job) -> dict[str, Any]:
             lesion_format=spec.lesion_format,
         )
         arrays = to_schema_arrays(image, pre.mask, variants, lesions, pre.seg, spec.lesion_format)
+        boxes = variant_boxes(arrays["image"], arrays["variants"], arrays["lesions"])
         meta = sample_meta(
             subject_id=sid,
             split=job.split,
             row=job.row,
             record=pre.record,
             variants=records,
+            boxes=boxes,
             lesion_format=spec.lesion_format,
             has_seg=pre.seg is not None,
         )

@@ -9,16 +9,30 @@ A *sample* is one subject (voxel order (x, y, z), RAS+, on its preprocessed grid
                                       ``lesion_format: soft``)
     seg       uint8    (x, y, z)      ground-truth lesion mask (only when the cohort has one)
     meta.json                         subject id, split, grids, preprocessing record, each
-                                      variant's replay parameters, source sha256, versions
+                                      variant's replay parameters and box, source sha256,
+                                      versions
 
-Arrays are stored in Fortran order (first axis fastest), so an axial slice ``[..., z]`` of a
-decoded sample lies in one contiguous block: slicing needs no wide strided gather.
-In a WebDataset tar shard each array is one member ``<key>.<field>.npy`` (``.npy.zst`` when
-zstd-compressed); ``<key>`` is the subject id with ``.`` escaped (WebDataset splits keys at
-the first dot). Arrays are plain ``.npy`` (never pickled) and are decoded without any pickle
-path: object dtypes are refused. ``manifest.json`` at the output root lists every shard with
-its sha256, size and samples (key, subject id, per-sample sha256), so readers can detect
-truncated shards and corrupt members that tar alone would hide.
+How a tar shard stores them (schema version 2), for a fast slice stream:
+
+* **Axial-slice-major**: each volume's ``.npy`` holds the (z, x, y) C-order array, so an
+  axial slice is one contiguous (x, y) block that batches copy without a transpose;
+  decoding hands out the (x, y, z) view of it.
+* **Variants as boxes**: a pseudo-pathological variant differs from the image only near its
+  lesion. ``meta.json`` records per variant the half-open box ``[x0, y0, z0, x1, y1, z1]``
+  outside which the variant equals the image bit for bit and the lesion is zero
+  (:func:`variant_boxes`); the ``lesions`` member holds just the boxes' contents and the
+  ``variants`` member the boxes' bits XOR the image's (uint16: zero wherever the variant
+  is unchanged, so it compresses to almost nothing), each box (z, x, y)-major, concatenated
+  in variant order (1-D). A reader that needs slice z of variant k XORs that box's slice
+  onto the image slice; nothing else is decoded. :class:`Sample` rebuilds the dense
+  (K, x, y, z) arrays on request, exactly.
+
+Each array is one member ``<key>.<field>.npy`` (``.npy.zst`` when zstd-compressed);
+``<key>`` is the subject id with ``.`` escaped (WebDataset splits keys at the first dot).
+Arrays are plain ``.npy`` (never pickled) and are decoded without any pickle path: object
+dtypes are refused. ``manifest.json`` at the output root lists every shard with its sha256,
+size and samples (key, subject id, per-sample sha256), so readers can detect truncated
+shards and corrupt members that tar alone would hide. The Zarr store keeps dense arrays.
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adsys.errors import AdsysError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Output layout, relative to the spec's ``out`` folder.
 MANIFEST_NAME = "manifest.json"
@@ -146,27 +160,174 @@ def sample_digest(members: list[tuple[str, bytes]]) -> str:
     return h.hexdigest()
 
 
+Region = tuple[slice, slice, slice]
+
+
+def to_zmajor(volume: np.ndarray) -> np.ndarray:
+    """The (z, x, y) C-order copy of an (x, y, z) array: the tar layout."""
+    return np.ascontiguousarray(volume.transpose(2, 0, 1))
+
+
+def from_zmajor(stored: np.ndarray) -> np.ndarray:
+    """The (x, y, z) view of a (z, x, y) array (an axial slice stays one contiguous block)."""
+    return stored.transpose(1, 2, 0)
+
+
+def box_region(box: list[int]) -> Region:
+    """Slices of a box ``[x0, y0, z0, x1, y1, z1]`` (half-open, voxels)."""
+    return tuple(slice(lo, hi) for lo, hi in zip(box[:3], box[3:], strict=True))
+
+
+def variant_boxes(image: np.ndarray, variants: np.ndarray, lesions: np.ndarray) -> list[list[int]]:
+    """Per variant, the smallest box ``[x0, y0, z0, x1, y1, z1]`` (half-open) outside which
+    the variant equals ``image`` bit for bit and its lesion is zero; ``[0] * 6`` when it
+    equals the image everywhere. Arrays in their on-disk dtypes (:func:`to_schema_arrays`)."""
+    boxes = []
+    for variant, lesion in zip(variants, lesions, strict=True):
+        differs = _bits(variant) != _bits(image)
+        differs |= _bits(lesion) != 0
+        box = [0] * 6
+        if differs.any():
+            spans = [np.flatnonzero(differs.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+            box = [int(s[0]) for s in spans] + [int(s[-1]) + 1 for s in spans]
+        boxes.append(box)
+    return boxes
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """The array's bit patterns (unsigned ints): compares -0.0 and 0.0 as different."""
+    return array.view(np.dtype(f"u{array.dtype.itemsize}"))
+
+
 @dataclass
 class Sample:
-    """One decoded subject. Arrays as stored (dtypes above), voxel order (x, y, z)."""
+    """One decoded subject. Arrays as stored (dtypes above), voxel order (x, y, z).
+
+    Variants are kept as boxes (module doc): inside ``boxes[k]``, ``variant_parts[k]`` holds
+    variant k's bits XOR the image's (uint16) and ``lesion_parts[k]`` its lesion;
+    :meth:`variant`, :meth:`lesion` and
+    :meth:`axial` cut dense arrays from them, :attr:`variants` / :attr:`lesions` rebuild the
+    whole (K, x, y, z) stacks. Variant index -1 means "no variant": the clean image with an
+    empty lesion. The parts are ``None`` when the sample was decoded without them.
+    """
 
     key: str
     image: np.ndarray
     mask: np.ndarray
-    variants: np.ndarray
-    lesions: np.ndarray
     meta: dict[str, Any]
+    variant_parts: list[np.ndarray] | None = None
+    lesion_parts: list[np.ndarray] | None = None
     seg: np.ndarray | None = None
+
+    @classmethod
+    def from_dense(
+        cls,
+        key: str,
+        meta: dict[str, Any],
+        image: np.ndarray,
+        mask: np.ndarray,
+        variants: np.ndarray,
+        lesions: np.ndarray,
+        seg: np.ndarray | None = None,
+    ) -> Sample:
+        """A sample from dense (K, x, y, z) variant and lesion stacks (boxes from ``meta``)."""
+        regions = [box_region(b) for b in meta["variant_boxes"]]
+        return cls(
+            key=key,
+            image=image,
+            mask=mask,
+            meta=meta,
+            variant_parts=[
+                _bits(v[r]) ^ _bits(image[r]) for v, r in zip(variants, regions, strict=True)
+            ],
+            lesion_parts=[les[r] for les, r in zip(lesions, regions, strict=True)],
+            seg=seg,
+        )
 
     @property
     def subject_id(self) -> str:
         return subject_id_of(self.key)
 
     @property
+    def boxes(self) -> list[list[int]]:
+        """Per variant, its box ``[x0, y0, z0, x1, y1, z1]``."""
+        return self.meta["variant_boxes"]
+
+    @property
+    def num_variants(self) -> int:
+        return len(self.boxes)
+
+    def _lesion_dtype(self) -> np.dtype:
+        return field_dtype("lesions", self.meta["lesion_format"])
+
+    def _overlay(self, k: int, region: Region | None, lesion: bool) -> np.ndarray:
+        """Variant (or lesion) ``k`` cut to ``region`` (step-1 slices), as a new C array."""
+        region = region or (slice(None),) * 3
+        base = self.image[region]
+        out = np.zeros(base.shape, self._lesion_dtype()) if lesion else np.array(base, order="C")
+        if k < 0:
+            return out
+        parts = self.lesion_parts if lesion else self.variant_parts
+        box = self.boxes[k]
+        spans = [r.indices(n)[:2] for r, n in zip(region, self.image.shape, strict=True)]
+        lo = [max(r0, b0) for (r0, _), b0 in zip(spans, box[:3], strict=True)]
+        hi = [min(r1, b1) for (_, r1), b1 in zip(spans, box[3:], strict=True)]
+        if all(a < b for a, b in zip(lo, hi, strict=True)):
+            dst = tuple(slice(a - r0, b - r0) for a, b, (r0, _) in zip(lo, hi, spans, strict=True))
+            src = tuple(slice(a - b0, b - b0) for a, b, b0 in zip(lo, hi, box[:3], strict=True))
+            if lesion:
+                out[dst] = parts[k][src]
+            else:
+                _bits(out)[dst] ^= parts[k][src]
+        return out
+
+    def variant(self, k: int, region: Region | None = None) -> np.ndarray:
+        """Variant ``k`` (x, y, z), or its crop to ``region`` (three step-1 slices)."""
+        return self._overlay(k, region, lesion=False)
+
+    def lesion(self, k: int, region: Region | None = None) -> np.ndarray:
+        """The lesion map of variant ``k`` (x, y, z), or its crop to ``region``."""
+        return self._overlay(k, region, lesion=True)
+
+    def axial(
+        self, zs: np.ndarray, ks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Axial slices ``zs`` (n,) of the image and mask, and for slice i of variant
+        ``ks[i]`` and its lesion: four (n, x, y) C arrays, without touching other slices."""
+        image = self.image.transpose(2, 0, 1)[zs]
+        mask = self.mask.transpose(2, 0, 1)[zs]
+        variant = image.copy()
+        lesion = np.zeros(image.shape, self._lesion_dtype())
+        for k in np.unique(ks[ks >= 0]):
+            x0, y0, z0, x1, y1, z1 = self.boxes[k]
+            rows = np.flatnonzero((ks == k) & (zs >= z0) & (zs < z1))
+            if len(rows):
+                at = zs[rows] - z0
+                _bits(variant)[rows, x0:x1, y0:y1] ^= self.variant_parts[k].transpose(2, 0, 1)[at]
+                lesion[rows, x0:x1, y0:y1] = self.lesion_parts[k].transpose(2, 0, 1)[at]
+        return image, mask, variant, lesion
+
+    @property
+    def variants(self) -> np.ndarray:
+        """All variants, dense (K, x, y, z) float16."""
+        out = [self.variant(k) for k in range(self.num_variants)]
+        return np.stack(out) if out else np.empty((0, *self.image.shape), np.float16)
+
+    @property
+    def lesions(self) -> np.ndarray:
+        """All lesion maps, dense (K, x, y, z)."""
+        out = [self.lesion(k) for k in range(self.num_variants)]
+        return np.stack(out) if out else np.empty((0, *self.image.shape), self._lesion_dtype())
+
+    @property
     def arrays(self) -> dict[str, np.ndarray]:
-        """The array fields present, in member order."""
-        out = {f: getattr(self, f) for f in ARRAY_FIELDS}
-        return {k: v for k, v in out.items() if v is not None}
+        """The dense array fields present, in member order."""
+        out = {"image": self.image, "mask": self.mask}
+        if self.variant_parts is not None:
+            out |= {"variants": self.variants, "lesions": self.lesions}
+        if self.seg is not None:
+            out["seg"] = self.seg
+        return out
 
 
 def to_schema_arrays(
@@ -177,8 +338,7 @@ def to_schema_arrays(
     seg: np.ndarray | None,
     lesion_format: LesionFormat,
 ) -> dict[str, np.ndarray]:
-    """Cast float32/uint8 arrays to their on-disk dtypes and (Fortran) layout, checking
-    shapes agree."""
+    """Cast float32/uint8 arrays to their on-disk dtypes, checking shapes agree."""
     shape = image.shape
     if image.ndim != 3 or mask.shape != shape or (seg is not None and seg.shape != shape):
         raise ShardFormatError(f"image {image.shape}, mask {mask.shape} must share a 3D shape")
@@ -188,7 +348,7 @@ def to_schema_arrays(
         )
     arrays = {"image": image, "mask": mask, "variants": variants, "lesions": lesions, "seg": seg}
     return {
-        k: np.asfortranarray(v, dtype=field_dtype(k, lesion_format))
+        k: np.asarray(v, dtype=field_dtype(k, lesion_format))
         for k, v in arrays.items()
         if v is not None
     }
@@ -201,11 +361,13 @@ def sample_meta(
     row: int,
     record: dict[str, Any],
     variants: list[dict[str, Any]],
+    boxes: list[list[int]],
     lesion_format: LesionFormat,
     has_seg: bool,
 ) -> dict[str, Any]:
     """``meta.json`` of a sample. ``record`` is the preprocessing record
-    (:class:`~adsys.preprocess.Preprocessed`); ``variants`` one replay record per variant."""
+    (:class:`~adsys.preprocess.Preprocessed`); ``variants`` one replay record per variant;
+    ``boxes`` their :func:`variant_boxes`."""
     return {
         "schema_version": SCHEMA_VERSION,
         "subject_id": subject_id,
@@ -217,6 +379,7 @@ def sample_meta(
         "preprocess": record,
         "num_variants": len(variants),
         "variants": variants,
+        "variant_boxes": boxes,
         "lesion_format": lesion_format,
         "has_seg": has_seg,
     }
@@ -225,15 +388,40 @@ def sample_meta(
 def encode_sample(
     key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any], level: int | None
 ) -> list[tuple[str, bytes]]:
-    """Ordered tar members ``[(name, bytes)]`` of one sample (arrays in field order, meta last)."""
-    members = [
-        (member_name(key, f, level is not None), encode_array(arrays[f], level))
-        for f in ARRAY_FIELDS
-        if f in arrays
-    ]
+    """Ordered tar members ``[(name, bytes)]`` of one sample (arrays in field order, meta
+    last). ``arrays`` are dense (:func:`to_schema_arrays`); volumes are stored (z, x, y)-major
+    and variants / lesions as the contents of ``meta["variant_boxes"]`` (module doc)."""
+    boxes = meta["variant_boxes"]
+    if len(boxes) != len(arrays["variants"]):
+        raise ShardFormatError(
+            f"sample {key!r}: {len(boxes)} boxes for {len(arrays['variants'])} variants"
+        )
+    members = []
+    for field in ARRAY_FIELDS:
+        if field not in arrays:
+            continue
+        if field in ("variants", "lesions"):
+            parts = [_box_part(field, arrays, k, box_region(b)) for k, b in enumerate(boxes)]
+            stored = np.concatenate([np.empty(0, packed_dtype(field, arrays[field].dtype)), *parts])
+        else:
+            stored = to_zmajor(arrays[field])
+        members.append((member_name(key, field, level is not None), encode_array(stored, level)))
     blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     members.append((member_name(key, META_FIELD, False), blob))
     return members
+
+
+def packed_dtype(field: str, dtype: np.dtype) -> np.dtype:
+    """The dtype a tar member stores ``field`` (of on-disk dtype ``dtype``) in."""
+    return np.dtype(np.uint16) if field == "variants" else np.dtype(dtype)
+
+
+def _box_part(field: str, arrays: dict[str, np.ndarray], k: int, region: Region) -> np.ndarray:
+    """Variant (XOR the image) or lesion ``k`` inside ``region``, flat (z, x, y)-major."""
+    part = arrays[field][k][region]
+    if field == "variants":
+        part = _bits(part) ^ _bits(arrays["image"][region])
+    return to_zmajor(part).ravel()
 
 
 def decode_sample(
@@ -241,8 +429,9 @@ def decode_sample(
 ) -> Sample:
     """Decode the tar members of one sample; only ``fields`` are decompressed.
 
-    Raises :class:`ShardFormatError` on mixed keys, duplicate or missing members, or
-    arrays whose dtype or shape disagree with the schema and ``meta.json``.
+    Raises :class:`ShardFormatError` on mixed keys, duplicate or missing members, boxes
+    outside the grid, or arrays whose dtype or shape disagree with the schema and
+    ``meta.json``.
     """
     key = None
     raw: dict[str, tuple[bytes, bool]] = {}
@@ -260,23 +449,45 @@ def decode_sample(
         meta = json.loads(raw[META_FIELD][0])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ShardFormatError(f"sample {key!r}: unreadable meta.json ({exc})") from exc
-    shape = tuple(meta["grid"]["shape"])
-    k = meta["num_variants"]
-    expected = {"image": shape, "mask": shape, "seg": shape, "variants": (k, *shape)}
-    expected["lesions"] = expected["variants"]
-    arrays: dict[str, np.ndarray] = {}
+    x, y, z = shape = tuple(meta["grid"]["shape"])
+    boxes = meta["variant_boxes"]
+    if len(boxes) != meta["num_variants"] or any(
+        len(b) != 6 or not all(0 <= b[i] <= b[i + 3] <= n for i, n in enumerate(shape))
+        for b in boxes
+    ):
+        raise ShardFormatError(f"sample {key!r}: variant boxes {boxes} do not fit grid {shape}")
+    sizes = [(b[5] - b[2]) * (b[3] - b[0]) * (b[4] - b[1]) for b in boxes]
+    packed = (sum(sizes),)
+    expected = {"image": (z, x, y), "mask": (z, x, y), "seg": (z, x, y)}
+    expected |= {"variants": packed, "lesions": packed}
+    arrays: dict[str, Any] = {}
     for field in fields:
         if field not in raw:
             continue
         arr = decode_array(*raw[field])
-        want = field_dtype(field, meta["lesion_format"])
+        want = packed_dtype(field, field_dtype(field, meta["lesion_format"]))
         if arr.dtype != want or arr.shape != expected[field]:
             raise ShardFormatError(
                 f"sample {key!r}: {field} is {arr.dtype}{arr.shape}, "
                 f"schema says {want}{expected[field]}"
             )
-        arrays[field] = arr
-    return Sample(key=key, meta=meta, **{f: arrays.get(f) for f in ARRAY_FIELDS})
+        if field in ("variants", "lesions"):
+            ends = np.cumsum(sizes).tolist()
+            arrays[field] = [
+                from_zmajor(arr[end - n : end].reshape(b[5] - b[2], b[3] - b[0], b[4] - b[1]))
+                for n, end, b in zip(sizes, ends, boxes, strict=True)
+            ]
+        else:
+            arrays[field] = from_zmajor(arr)
+    return Sample(
+        key=key,
+        image=arrays.get("image"),
+        mask=arrays.get("mask"),
+        meta=meta,
+        variant_parts=arrays.get("variants"),
+        lesion_parts=arrays.get("lesions"),
+        seg=arrays.get("seg"),
+    )
 
 
 # --- manifest.json -----------------------------------------------------------------------

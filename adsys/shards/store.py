@@ -202,4 +202,4 @@ class CohortStore:
         arrays = {f: group[f][row] for f in ARRAY_FIELDS if f in group}
         if not meta["has_seg"]:
             arrays.pop("seg", None)
-        return Sample(key=sample_key(subject_id), meta=meta, **arrays)
+        return Sample.from_dense(sample_key(subject_id), meta, **arrays)

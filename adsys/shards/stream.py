@@ -21,11 +21,11 @@ workers (``consumers = world_size × num_workers``):
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import multiprocessing
 import tarfile
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,6 @@ from adsys.shards.schema import (
     ShardManifest,
     ShardRecord,
     decode_sample,
-    field_dtype,
     parse_member_name,
     sample_digest,
 )
@@ -56,9 +55,6 @@ Mode = Literal["slices", "patches", "volumes"]
 OnCorrupt = Literal["raise", "skip"]
 _READ_BUFFER = 1 << 20
 _ALIGN = 64  # byte alignment of the arrays in a ring slot
-# The consumer casts ring slots in pieces below torch's parallel grain size (elements), so
-# each runs on the calling thread: intra-op threads stall while the workers hold the cores.
-_GRAIN = 32768
 
 
 class CorruptShardError(ShardFormatError):
@@ -179,60 +175,68 @@ def _collate(items: list[tuple], mode: Mode, dtype: torch.dtype) -> dict[str, An
 
 
 class _Ring:
-    """Shared-memory batch slots from DataLoader workers to the consumer.
+    """Shared-memory batch slots from DataLoader workers to the consumer, without copies.
 
-    Each worker stacks a batch's arrays, in their compact stored dtypes (float16 / uint8),
-    straight into its next slot (round robin) and sends only the slot's address and the
-    labels; the consumer copies the arrays out, casting to the batch dtype, and frees the
-    slot. The slots are allocated once per iteration, so a batch costs no shared-memory
-    segment and no page faults of its own, and moves 6 bytes per voxel instead of 16.
-    A semaphore per worker counts its free slots (a worker waits while all are in flight).
+    A worker stacks a batch's arrays, cast to the batch dtype, straight into a free slot of
+    its own and sends only the slot's address and the labels. The consumer hands out
+    tensors that view the slot (all four share one storage); the slot is freed when that
+    storage is (``weakref.finalize`` on the array under it), i.e. when the batch and every
+    view of it are gone. So a batch costs no shared-memory segment, no page faults and no
+    copy in the training process. ``slots`` per worker cover the batches in flight plus the
+    one the consumer holds; a consumer that keeps more alive makes the worker wait up to
+    ``wait`` seconds once, then send such batches the ordinary way (counted as copied):
+    holding on to batches is safe, only slower.
     """
 
-    def __init__(self, stream: ShardStream, workers: int, slots: int, context: Any) -> None:
+    def __init__(
+        self, stream: ShardStream, workers: int, slots: int, context: Any, wait: float = 0.2
+    ) -> None:
         item = {
             "slices": stream.shape[:2],
             "patches": stream.patch_size,
             "volumes": stream.shape,
         }[stream.mode]
-        lesion = field_dtype("lesions", stream.manifest.lesion_format)
-        dtypes = (np.dtype(np.float16), np.dtype(np.uint8), np.dtype(np.float16), lesion)
-        self.layout: list[tuple[int, np.dtype, tuple[int, ...]]] = []
-        offset = 0
-        for dtype in dtypes:
-            self.layout.append((offset, dtype, tuple(item)))
-            nbytes = stream.batch_size * math.prod(item) * dtype.itemsize
-            offset += -(-nbytes // _ALIGN) * _ALIGN
-        self.slots = slots
-        self.buffer = torch.zeros((workers, slots, offset), dtype=torch.uint8).share_memory_()
+        self.shape = (stream.batch_size, 1, *item)
+        self.dtype = stream.dtype
+        self.field_bytes = -(-math.prod(self.shape) * self.dtype.itemsize // _ALIGN) * _ALIGN
+        self.slots, self.wait = slots, wait
+        size = (workers, slots, len(FIELDS) * self.field_bytes)
+        self.buffer = torch.zeros(size, dtype=torch.uint8).share_memory_()
+        self.busy = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
         self.free = [context.Semaphore(slots) for _ in range(workers)]
 
-    def views(self, worker: int, slot: int, n: int) -> list[np.ndarray]:
-        """The (n, *item) arrays of ``FIELDS`` in a slot."""
-        raw = self.buffer[worker, slot].numpy()
+    def _fields(self, raw: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """The (n, 1, *item) tensors of ``FIELDS`` in a slot's bytes."""
+        count = n * math.prod(self.shape[1:])
         return [
-            raw[o : o + n * math.prod(shape) * dt.itemsize].view(dt).reshape(n, *shape)
-            for o, dt, shape in self.layout
+            raw[i * self.field_bytes :].view(self.dtype)[:count].view(n, *self.shape[1:])
+            for i in range(len(FIELDS))
         ]
 
-    def put(self, worker: int, slot: int, items: list[tuple]) -> None:
-        """Stack ``items``' arrays into a slot, once it is free."""
-        self.free[worker].acquire()
-        for i, view in enumerate(self.views(worker, slot, len(items)), start=3):
-            np.stack([it[i] for it in items], out=view)
+    def put(self, worker: int, items: list[tuple]) -> int | None:
+        """Stack ``items``' arrays into a free slot of ``worker``; its index, or None when
+        none came free in time (the caller then sends the batch the ordinary way)."""
+        if not self.free[worker].acquire(timeout=self.wait):
+            self.wait = 0.0  # the consumer holds on to batches: stop waiting for it
+            return None
+        busy = self.busy[worker].numpy()
+        slot = int(np.flatnonzero(busy == 0)[0])
+        busy[slot] = 1
+        for i, out in enumerate(self._fields(self.buffer[worker, slot], len(items)), start=3):
+            stacked = torch.from_numpy(np.stack([it[i] for it in items]))
+            out[:, 0].copy_(stacked)
+        return slot
 
-    def take(self, worker: int, slot: int, n: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The slot's arrays as (n, 1, *item) ``dtype`` tensors; frees the slot."""
-        batch = {}
-        for name, view in zip(FIELDS, self.views(worker, slot, n), strict=True):
-            out = torch.empty((n, 1, *view.shape[1:]), dtype=dtype)
-            src = torch.from_numpy(view)
-            rows = max(1, (_GRAIN - 1) // math.prod(view.shape[1:]))
-            for r in range(0, n, rows):
-                out[r : r + rows, 0].copy_(src[r : r + rows])
-            batch[name] = out
+    def take(self, worker: int, slot: int, n: int) -> dict[str, torch.Tensor]:
+        """The slot's (n, 1, *item) tensors, valid until the last of them (or of their
+        views) is freed; then the slot goes back to ``worker``."""
+        under = self.buffer[worker, slot].numpy()  # the storage of what we hand out keeps it
+        weakref.finalize(under, self._release, worker, slot)
+        return dict(zip(FIELDS, self._fields(torch.from_numpy(under), n), strict=True))
+
+    def _release(self, worker: int, slot: int) -> None:
+        self.busy[worker, slot] = 0
         self.free[worker].release()
-        return batch
 
 
 class ShardStream(IterableDataset):
@@ -373,37 +377,38 @@ class ShardStream(IterableDataset):
     def _items(self, sample: Sample, rng: np.random.Generator) -> list[tuple]:
         """Items ``(subject_id, k, where, image, mask, variant, lesion)`` of one sample.
 
-        Item arrays are compact C-contiguous copies (cut while the decoded sample is hot in
-        cache), so the shuffle buffer never keeps whole decoded samples alive.
+        Item arrays are compact C copies cut from the decoded sample (a variant only where
+        its box meets the item), so the shuffle buffer never keeps whole samples alive.
+        ``k`` is -1 when the split has no variants: the clean image with an empty lesion.
         """
-        img, mask, var, les = sample.image, sample.mask, sample.variants, sample.lesions
-        n_var = var.shape[0]
-        if not n_var:  # no variants: the clean image stands in, with an empty lesion
-            var, les = img[None], np.zeros_like(mask)[None]
+        n_var = sample.num_variants
         if self.mode == "slices":
-            fraction = mask.mean(axis=(0, 1), dtype=np.float32)
-            zs = np.flatnonzero(fraction >= self.min_brain_fraction)
-            ks = rng.integers(var.shape[0], size=len(zs))
+            rows = sample.mask.transpose(2, 0, 1).reshape(self.shape[2], -1)
+            brain = rows.sum(axis=1, dtype=np.int32)  # the mask is {0, 1}
+            zs = np.flatnonzero(brain >= self.min_brain_fraction * rows.shape[1])
+            ks = rng.integers(n_var, size=len(zs)) if n_var else np.full(len(zs), -1)
             where = zs.tolist()
-            columns = [np.moveaxis(a, -1, 0)[zs] for a in (img, mask)]  # (n, x, y) gathers
-            columns += [np.moveaxis(a, -1, 1)[ks, zs] for a in (var, les)]
+            columns = [list(a) for a in sample.axial(zs, ks)]
         elif self.mode == "patches":
             size = np.array(self.patch_size)
-            brain = np.argwhere(mask > 0)
+            brain = np.argwhere(sample.mask > 0)
             centres = brain[rng.integers(len(brain), size=self.patches_per_volume)]
             origins = np.clip(centres - size // 2, 0, np.array(self.shape) - size)
-            ks = rng.integers(var.shape[0], size=len(origins))
+            ks = rng.integers(n_var, size=len(origins)) if n_var else [-1] * len(origins)
             where = origins.tolist()
-            boxes = [tuple(slice(a, a + s) for a, s in zip(o, size, strict=True)) for o in origins]
-            columns = [[np.ascontiguousarray(a[box]) for box in boxes] for a in (img, mask)] + [
-                [np.ascontiguousarray(a[k][box]) for k, box in zip(ks, boxes, strict=True)]
-                for a in (var, les)
+            regions = [tuple(slice(a, a + s) for a, s in zip(o, size, strict=True)) for o in where]
+            columns = [
+                [np.ascontiguousarray(a[r]) for r in regions] for a in (sample.image, sample.mask)
+            ] + [
+                [cut(int(k), r) for k, r in zip(ks, regions, strict=True)]
+                for cut in (sample.variant, sample.lesion)
             ]
         else:
-            ks = rng.integers(var.shape[0], size=1)
+            ks = rng.integers(n_var, size=1) if n_var else [-1]
             where = [None]
-            columns = [[np.ascontiguousarray(a)] for a in (img, mask, var[ks[0]], les[ks[0]])]
-        ks = ks.tolist() if n_var else [-1] * len(ks)
+            columns = [[np.ascontiguousarray(a)] for a in (sample.image, sample.mask)]
+            columns += [[sample.variant(int(ks[0]))], [sample.lesion(int(ks[0]))]]
+        ks = [int(k) for k in ks]
         return list(zip([sample.subject_id] * len(ks), ks, where, *columns, strict=True))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -423,15 +428,14 @@ class ShardStream(IterableDataset):
 
     def _packer(self, worker: int) -> Callable[[list[tuple]], dict[str, Any]]:
         """Items → batch: collated tensors in-process; in a :class:`ShardLoader` worker, the
-        arrays go into the worker's next ring slot and the batch carries its address."""
+        arrays go into a free ring slot and the batch carries its address (collated
+        tensors when no slot came free)."""
         ring = self._ring if get_worker_info() is not None else None
-        if ring is None:
-            return lambda items: _collate(items, self.mode, self.dtype)
-        slots = itertools.cycle(range(ring.slots))
 
         def pack(items: list[tuple]) -> dict[str, Any]:
-            slot = next(slots)
-            ring.put(worker, slot, items)
+            slot = None if ring is None else ring.put(worker, items)
+            if slot is None:
+                return _collate(items, self.mode, self.dtype)
             return {**_labels(items, self.mode), "slot": (worker, slot, len(items))}
 
         return pack
@@ -503,13 +507,16 @@ class ShardLoader:
     Iterating yields the stream's batches without the ``skipped`` field; ``skipped`` holds
     the total over all workers since the loader was made. ``len()`` is ``steps_per_epoch``
     in resampled mode. Workers hand batch arrays over through a shared-memory ring
-    (:class:`_Ring`, made per iteration) rather than one new shared tensor per array.
+    (:class:`_Ring`, made per iteration) rather than one new shared tensor per array; the
+    batches are views of it, recycled once freed. ``copied`` counts batches that came the
+    ordinary way because the consumer was holding all of a worker's slots.
     """
 
     def __init__(self, stream: ShardStream, loader: DataLoader) -> None:
         self.stream = stream
         self.loader = loader
         self.skipped = 0
+        self.copied = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
@@ -524,17 +531,19 @@ class ShardLoader:
         # persistent workers keep the stream they started with, so they cannot get a new ring
         if self.loader.num_workers > 0 and not self.loader.persistent_workers:
             context = self.loader.multiprocessing_context or multiprocessing.get_context()
-            slots = (self.loader.prefetch_factor or 0) + 1
+            slots = (self.loader.prefetch_factor or 0) + 2  # in flight, being made, held
             ring = _Ring(self.stream, self.loader.num_workers, slots, context)
         self.stream._ring = ring  # the workers started by iter(self.loader) inherit it
         pin = self.loader.pin_memory and torch.cuda.is_available()
         for batch in self.loader:
             self.skipped += int(batch.pop("skipped"))
             if "slot" in batch:
-                arrays = ring.take(*batch.pop("slot"), self.stream.dtype)
+                arrays = ring.take(*batch.pop("slot"))
                 if pin:
                     arrays = {k: v.pin_memory() for k, v in arrays.items()}
                 batch = {**arrays, **_to_torch(batch)}
+            elif ring is not None and "image" in batch:
+                self.copied += 1
             if batch:
                 yield batch
 

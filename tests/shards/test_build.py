@@ -55,7 +55,7 @@ def test_corrupt_subjects_are_listed_and_everything_else_is_written(built, smoke
     assert store.subjects() == _good_subjects(smoke_spec)
     assert set(store.failed("train")) == set(CORRUPT)
     assert not (built.out / ".work").exists()
-    assert len(manifest.shards_of("train")) == 2  # the smoke spec's 0.2 MB shards
+    assert len(manifest.shards_of("train")) == 2  # the smoke spec's 0.1 MB shards
 
 
 def test_zarr_and_tar_decode_to_the_same_arrays(built):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 
 import numpy as np
@@ -22,6 +23,7 @@ from adsys.shards.schema import (
     sample_key,
     subject_id_of,
     to_schema_arrays,
+    variant_boxes,
 )
 from adsys.shards.spec import ShardSpec, load_spec
 from adsys.shards.stream import read_shard
@@ -31,13 +33,22 @@ from tests.shards.conftest import SMOKE_SPEC
 
 
 def _sample(key: str = "sub-1", k: int = 2, shape=(6, 7, 5), seed: int = 0):
+    """Variant 0 changes a small box of the image, variant 1 (if any) all of it."""
     rng = np.random.default_rng(seed)
     image = rng.random(shape, dtype=np.float32)
     mask = (image > 0.3).astype(np.uint8)
-    variants = np.stack([image * (1 + i) for i in range(k)])
-    lesions = (variants > 0.9).astype(np.uint8)
+    variants = np.stack([image] * k)
+    variants[0, 1:3, 2:5, 1:4] += 0.5
+    variants[1:] *= 2
+    lesions = (variants != image).astype(np.uint8)
     arrays = to_schema_arrays(image, mask, variants, lesions, None, "binary")
-    meta = {"grid": {"shape": list(shape)}, "num_variants": k, "lesion_format": "binary"}
+    boxes = variant_boxes(arrays["image"], arrays["variants"], arrays["lesions"])
+    meta = {
+        "grid": {"shape": list(shape)},
+        "num_variants": k,
+        "lesion_format": "binary",
+        "variant_boxes": boxes,
+    }
     return arrays, meta
 
 
@@ -97,6 +108,74 @@ def test_sample_roundtrip_and_schema_checks():
     wrong = {**arrays, "mask": arrays["mask"].astype(np.float32)}
     with pytest.raises(ShardFormatError, match="schema says"):
         decode_sample(encode_sample("sub-1", wrong, meta, None))
+
+
+def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_variants_are_stored_as_boxes_and_rebuilt_bit_for_bit():
+    arrays, meta = _sample(k=3)
+    arrays["image"][0, 0, 0] = 0.0
+    arrays["variants"][2] = arrays["image"]  # a variant equal to the image: empty box
+    arrays["lesions"][2] = 0
+    arrays["variants"][0][0, 0, 0] = -0.0  # equal as numbers, not as stored bits
+    meta["variant_boxes"] = variant_boxes(arrays["image"], arrays["variants"], arrays["lesions"])
+    assert meta["variant_boxes"][0] == [0, 0, 0, 3, 5, 4]
+    assert meta["variant_boxes"][1] == [0, 0, 0, 6, 7, 5]
+    assert meta["variant_boxes"][2] == [0] * 6
+    members = dict(encode_sample("sub-1", arrays, meta, None))
+    stored = decode_array(members["sub-1.variants.npy"], compressed=False)
+    assert stored.dtype == np.uint16 and stored.shape == (3 * 5 * 4 + 6 * 7 * 5,)
+    assert decode_array(members["sub-1.image.npy"], compressed=False).shape == (5, 6, 7)
+    sample = decode_sample(list(members.items()))
+    for name, arr in arrays.items():
+        assert _bitwise_equal(np.ascontiguousarray(getattr(sample, name)), arr), name
+
+
+def test_soft_lesions_outside_the_changed_voxels_are_kept():
+    arrays, meta = _sample()
+    soft = arrays["lesions"].astype(np.float16) * np.float16(0.5)
+    soft[0, 5, 6, 4] = 0.25  # beyond where variant 0 differs from the image
+    arrays = {**arrays, "lesions": soft}
+    meta = {**meta, "lesion_format": "soft"}
+    meta["variant_boxes"] = variant_boxes(arrays["image"], arrays["variants"], soft)
+    assert meta["variant_boxes"][0] == [1, 2, 1, 6, 7, 5]
+    sample = decode_sample(encode_sample("sub-1", arrays, meta, 3))
+    assert _bitwise_equal(sample.lesions, soft)
+
+
+def test_crops_and_axial_slices_match_the_dense_arrays():
+    arrays, meta = _sample(k=2, shape=(9, 8, 7), seed=3)
+    sample = decode_sample(encode_sample("sub-1", arrays, meta, 3))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lo = rng.integers(0, (9, 8, 7))
+        hi = lo + rng.integers(1, (9, 8, 7) - lo + 1)
+        region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        for k in (-1, 0, 1):
+            want_v = arrays["image"] if k < 0 else arrays["variants"][k]
+            want_l = np.zeros_like(arrays["mask"]) if k < 0 else arrays["lesions"][k]
+            assert _bitwise_equal(sample.variant(k, region), want_v[region])
+            assert _bitwise_equal(sample.lesion(k, region), want_l[region])
+    zs = np.array([0, 2, 2, 3, 6])
+    ks = np.array([0, 1, 0, -1, 0])
+    image, mask, variant, lesion = sample.axial(zs, ks)
+    for i, (z, k) in enumerate(zip(zs, ks, strict=True)):
+        assert _bitwise_equal(image[i], arrays["image"][..., z].copy())
+        assert _bitwise_equal(mask[i], arrays["mask"][..., z].copy())
+        want = arrays["image"] if k < 0 else arrays["variants"][k]
+        assert _bitwise_equal(variant[i], want[..., z].copy())
+        assert lesion[i].any() == (k >= 0 and arrays["lesions"][k][..., z].any())
+
+
+def test_boxes_outside_the_grid_are_refused():
+    arrays, meta = _sample()
+    members = encode_sample("sub-1", arrays, meta, None)
+    bad = {**meta, "variant_boxes": [[0, 0, 0, 7, 7, 5], meta["variant_boxes"][1]]}
+    members[-1] = (members[-1][0], json.dumps(bad).encode())
+    with pytest.raises(ShardFormatError, match="do not fit grid"):
+        decode_sample(members)
 
 
 def test_tar_writes_are_deterministic_and_atomic(tmp_path):

@@ -73,14 +73,12 @@ def test_modes_yield_store_content(built):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_worker_batches_through_the_ring_match_the_store(built, dtype):
-    """Two workers, two ring slots each (prefetch 1): every slot is reused many times."""
+    """Two workers, three ring slots each (prefetch 1): batches dropped as they are used
+    all come through the ring without a copy; batches kept alive are never overwritten
+    (once a worker's slots are all held, it sends batches the ordinary way)."""
     store = CohortStore(built.out)
-    stream = ShardStream(
-        built.out, split="train", batch_size=8, resampled=True, steps_per_epoch=12, dtype=dtype
-    )
-    batches = list(make_loader(stream, num_workers=2, prefetch_factor=1))
-    assert len(batches) == 12
-    for b in batches:
+
+    def check(b: dict) -> None:
         assert all(b[f].shape == (8, 1, 44, 52) and b[f].dtype == dtype for f in FIELDS)
         labels = zip(b["subject_id"], b["slice_index"], b["variant_index"], strict=True)
         for i, (sid, z, k) in enumerate(labels):
@@ -91,6 +89,20 @@ def test_worker_batches_through_the_ring_match_the_store(built, dtype):
             )
             for field, volume in zip(FIELDS, volumes, strict=True):
                 assert np.array_equal(b[field][i, 0].numpy(), volume[..., z].astype(np.float32))
+
+    stream = ShardStream(
+        built.out, split="train", batch_size=8, resampled=True, steps_per_epoch=12, dtype=dtype
+    )
+    loader = make_loader(stream, num_workers=2, prefetch_factor=1)
+    steps = 0
+    for batch in loader:
+        check(batch)
+        steps += 1
+    assert steps == 12 and loader.copied == 0
+    held = list(loader)  # keeps every batch alive: the workers run out of slots
+    assert len(held) == 12 and loader.copied > 0
+    for b in held:
+        check(b)
 
 
 def test_split_mode_two_ranks_two_workers_is_an_exact_partition(built):
