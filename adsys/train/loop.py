@@ -128,6 +128,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     engine, _, _, _ = deepspeed.initialize(
         model=method, optimizer=optimizer, config=deepspeed_config(cfg, on_gpu)
     )
+    if world == 1 and cfg.zero_stage == 0:
+        # averaging gradients over one rank is the identity; DeepSpeed would still flatten,
+        # all-reduce and copy back every gradient each step (measured: 2-4 % of a CPU step)
+        engine.enable_backward_allreduce = False
     ema = EMA(engine.module, cfg.ema_decay)
     gen = torch.Generator().manual_seed(rank_seed(cfg.seed, "train", rank))
     state = TrainerState()
