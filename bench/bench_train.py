@@ -10,7 +10,7 @@ drifts by ±10 % between minutes, so the two loops run ``--repeats`` times, alte
 overhead is given best run vs best run (noise only ever slows a run down) and as the median
 over adjacent (Ray, plain) pairs (drift hits both runs of a pair alike).
 
-    python bench/bench_train.py [--steps 80] [--warmup 20] [--repeats 3] [--preset demo]
+    python bench/bench_train.py [--steps 80] [--warmup 20] [--repeats 5] [--preset demo]
 
 Prints: every run's steps/s, the best of each loop, and the overhead of the Ray + DeepSpeed
 loop (goal: ≤ 10 %).
@@ -81,7 +81,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=80)
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop")
+    p.add_argument("--repeats", type=int, default=5, help="alternating runs of each loop")
     p.add_argument("--preset", default="demo", help="model size preset (data: smoke shards)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
