@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -204,11 +205,12 @@ class Sample:
     """One decoded subject. Arrays as stored (dtypes above), voxel order (x, y, z).
 
     Variants are kept as boxes (module doc): inside ``boxes[k]``, ``variant_parts[k]`` holds
-    variant k's bits XOR the image's (uint16) and ``lesion_parts[k]`` its lesion;
-    :meth:`variant`, :meth:`lesion` and
-    :meth:`axial` cut dense arrays from them, :attr:`variants` / :attr:`lesions` rebuild the
-    whole (K, x, y, z) stacks. Variant index -1 means "no variant": the clean image with an
-    empty lesion. The parts are ``None`` when the sample was decoded without them.
+    variant k's bits XOR the image's (uint16) and ``lesion_parts[k]`` its lesion (its bits
+    XOR an empty lesion's); :meth:`variant`, :meth:`lesion` and :meth:`axial` cut dense
+    arrays from them by XOR-ing the parts onto the image or zeros; :attr:`variants` and
+    :attr:`lesions` rebuild the whole (K, x, y, z) stacks. Variant index -1 means "no
+    variant": the clean image with an empty lesion. The parts are ``None`` when the sample
+    was decoded without them.
     """
 
     key: str
@@ -267,7 +269,7 @@ class Sample:
         out = np.zeros(base.shape, self._lesion_dtype()) if lesion else np.array(base, order="C")
         if k < 0:
             return out
-        parts = self.lesion_parts if lesion else self.variant_parts
+        part = (self.lesion_parts if lesion else self.variant_parts)[k]
         box = self.boxes[k]
         spans = [r.indices(n)[:2] for r, n in zip(region, self.image.shape, strict=True)]
         lo = [max(r0, b0) for (r0, _), b0 in zip(spans, box[:3], strict=True)]
@@ -275,10 +277,7 @@ class Sample:
         if all(a < b for a, b in zip(lo, hi, strict=True)):
             dst = tuple(slice(a - r0, b - r0) for a, b, (r0, _) in zip(lo, hi, spans, strict=True))
             src = tuple(slice(a - b0, b - b0) for a, b, b0 in zip(lo, hi, box[:3], strict=True))
-            if lesion:
-                out[dst] = parts[k][src]
-            else:
-                _bits(out)[dst] ^= parts[k][src]
+            _bits(out)[dst] ^= _bits(part[src])
         return out
 
     def variant(self, k: int, region: Region | None = None) -> np.ndarray:
@@ -303,15 +302,15 @@ class Sample:
             rows = np.flatnonzero((ks == k) & (zs >= z0) & (zs < z1))
             if len(rows):
                 at = zs[rows] - z0
-                _bits(variant)[rows, x0:x1, y0:y1] ^= self.variant_parts[k].transpose(2, 0, 1)[at]
-                lesion[rows, x0:x1, y0:y1] = self.lesion_parts[k].transpose(2, 0, 1)[at]
+                for out, part in ((variant, self.variant_parts[k]), (lesion, self.lesion_parts[k])):
+                    _bits(out)[rows, x0:x1, y0:y1] ^= _bits(part.transpose(2, 0, 1)[at])
         return image, mask, variant, lesion
 
     @property
     def variants(self) -> np.ndarray:
         """All variants, dense (K, x, y, z) float16."""
         out = [self.variant(k) for k in range(self.num_variants)]
-        return np.stack(out) if out else np.empty((0, *self.image.shape), np.float16)
+        return np.stack(out) if out else np.empty((0, *self.image.shape), field_dtype("variants"))
 
     @property
     def lesions(self) -> np.ndarray:
@@ -396,12 +395,14 @@ def encode_sample(
         raise ShardFormatError(
             f"sample {key!r}: {len(boxes)} boxes for {len(arrays['variants'])} variants"
         )
+    sample = Sample.from_dense(key, meta, **arrays)
+    packed = {"variants": sample.variant_parts, "lesions": sample.lesion_parts}
     members = []
     for field in ARRAY_FIELDS:
         if field not in arrays:
             continue
-        if field in ("variants", "lesions"):
-            parts = [_box_part(field, arrays, k, box_region(b)) for k, b in enumerate(boxes)]
+        if field in packed:
+            parts = [to_zmajor(p).ravel() for p in packed[field]]
             stored = np.concatenate([np.empty(0, packed_dtype(field, arrays[field].dtype)), *parts])
         else:
             stored = to_zmajor(arrays[field])
@@ -414,14 +415,6 @@ def encode_sample(
 def packed_dtype(field: str, dtype: np.dtype) -> np.dtype:
     """The dtype a tar member stores ``field`` (of on-disk dtype ``dtype``) in."""
     return np.dtype(np.uint16) if field == "variants" else np.dtype(dtype)
-
-
-def _box_part(field: str, arrays: dict[str, np.ndarray], k: int, region: Region) -> np.ndarray:
-    """Variant (XOR the image) or lesion ``k`` inside ``region``, flat (z, x, y)-major."""
-    part = arrays[field][k][region]
-    if field == "variants":
-        part = _bits(part) ^ _bits(arrays["image"][region])
-    return to_zmajor(part).ravel()
 
 
 def decode_sample(
@@ -456,8 +449,9 @@ def decode_sample(
         for b in boxes
     ):
         raise ShardFormatError(f"sample {key!r}: variant boxes {boxes} do not fit grid {shape}")
-    sizes = [(b[5] - b[2]) * (b[3] - b[0]) * (b[4] - b[1]) for b in boxes]
-    packed = (sum(sizes),)
+    dims = [(b[5] - b[2], b[3] - b[0], b[4] - b[1]) for b in boxes]  # (z, x, y) per box
+    ends = np.cumsum([0] + [math.prod(d) for d in dims]).tolist()
+    packed = (ends[-1],)
     expected = {"image": (z, x, y), "mask": (z, x, y), "seg": (z, x, y)}
     expected |= {"variants": packed, "lesions": packed}
     arrays: dict[str, Any] = {}
@@ -472,10 +466,9 @@ def decode_sample(
                 f"schema says {want}{expected[field]}"
             )
         if field in ("variants", "lesions"):
-            ends = np.cumsum(sizes).tolist()
             arrays[field] = [
-                from_zmajor(arr[end - n : end].reshape(b[5] - b[2], b[3] - b[0], b[4] - b[1]))
-                for n, end, b in zip(sizes, ends, boxes, strict=True)
+                from_zmajor(arr[a:b].reshape(d))
+                for a, b, d in zip(ends[:-1], ends[1:], dims, strict=True)
             ]
         else:
             arrays[field] = from_zmajor(arr)

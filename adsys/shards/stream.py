@@ -198,6 +198,7 @@ class _Ring:
         }[stream.mode]
         self.shape = (stream.batch_size, 1, *item)
         self.dtype = stream.dtype
+        self.np_dtype = torch.empty(0, dtype=self.dtype).numpy().dtype
         self.field_bytes = -(-math.prod(self.shape) * self.dtype.itemsize // _ALIGN) * _ALIGN
         self.slots, self.wait = slots, wait
         size = (workers, slots, len(FIELDS) * self.field_bytes)
@@ -223,8 +224,11 @@ class _Ring:
         slot = int(np.flatnonzero(busy == 0)[0])
         busy[slot] = 1
         for i, out in enumerate(self._fields(self.buffer[worker, slot], len(items)), start=3):
-            stacked = torch.from_numpy(np.stack([it[i] for it in items]))
-            out[:, 0].copy_(stacked)
+            arrays = [it[i] for it in items]
+            if arrays[0].dtype == self.np_dtype:  # straight into the slot
+                np.stack(arrays, out=out[:, 0].numpy())
+            else:  # numpy casts float16 slowly: stack, then let torch cast
+                out[:, 0].copy_(torch.from_numpy(np.stack(arrays)))
         return slot
 
     def take(self, worker: int, slot: int, n: int) -> dict[str, torch.Tensor]:
