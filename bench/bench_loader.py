@@ -9,11 +9,12 @@ Same data, same batch size, same number of DataLoader workers, measured in one r
   uint8, exported from the same build beforehand), cut the same slices.
 
 Both deliver (B, 1, x, y) float32 image, mask, variant and lesion batches of the slices whose
-brain fraction is at least ``--min-brain-fraction``. Each pipeline gets an untimed one-pass
-warm-up, then ``--repeats`` timed runs of ``--passes`` passes over the split (worker start
-included), interleaved across pipelines; the best run of each counts. Also reported: the
-shard stream with float16 batches (exact, since shards hold float16; half the bytes that
-DataLoader workers send to the consumer).
+brain fraction is at least ``--min-brain-fraction``. Each pipeline is one loader with
+persistent workers, as a training job keeps it: an untimed warm-up epoch (workers start,
+page cache), then ``--repeats`` timed epochs of ``--passes`` passes over the split each,
+interleaved across pipelines; the best epoch of each counts. Also reported: the shard
+stream with float16 batches (exact, since shards hold float16; half the bytes that workers
+write), and each pipeline's first epoch (worker start included).
 
     python bench/bench_loader.py [--shards shards/out/demo] [--workers 2] [--batch-size 32]
 """
@@ -25,7 +26,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adsys.shards import CohortStore, ShardStream, make_loader
+from adsys.shards import CohortStore, ShardLoader, ShardStream, make_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("image", "mask", "variant", "lesion")
@@ -97,14 +98,13 @@ class NiftiSlices(IterableDataset):
             }
 
 
-def rate(make: Callable[[int], Iterable[dict]], passes: int) -> tuple[int, float]:
-    """(slices, seconds) of one run over ``passes`` passes; worker start-up is included,
-    as a consumer sees it."""
+def rate(loader: Iterable[dict]) -> float:
+    """Slices per second of one epoch of ``loader``, as its consumer sees them."""
     slices, start = 0, time.perf_counter()
-    for batch in make(passes):
+    for batch in loader:
         assert batch["variant"].ndim == 4
         slices += len(batch["image"])
-    return slices, time.perf_counter() - start
+    return slices / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--passes", type=int, default=20, help="passes over the split per run")
-    p.add_argument("--repeats", type=int, default=3, help="runs per pipeline; the best counts")
+    p.add_argument("--passes", type=int, default=20, help="passes over the split per epoch")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs; the best counts")
     p.add_argument("--min-brain-fraction", type=float, default=0.1)
     args = p.parse_args(argv)
     if not (args.shards / "manifest.json").is_file():
@@ -124,51 +124,52 @@ def main(argv: list[str] | None = None) -> int:
     masks = [store.read(s, "mask") for s in store.subjects(args.split)]
     per_pass = sum(int((m.mean(axis=(0, 1)) >= args.min_brain_fraction).sum()) for m in masks)
 
-    def shards(dtype: torch.dtype) -> Callable[[int], Iterable[dict]]:
-        def make(passes: int) -> Iterable[dict]:
-            stream = ShardStream(
-                args.shards,
-                split=args.split,
-                mode="slices",
-                batch_size=args.batch_size,
-                resampled=True,
-                steps_per_epoch=math.ceil(passes * per_pass / args.batch_size),
-                min_brain_fraction=args.min_brain_fraction,
-                dtype=dtype,
-            )
-            return make_loader(stream, num_workers=args.workers)
-
-        return make
+    def shards(dtype: torch.dtype) -> ShardLoader:
+        stream = ShardStream(
+            args.shards,
+            split=args.split,
+            mode="slices",
+            batch_size=args.batch_size,
+            resampled=True,
+            steps_per_epoch=math.ceil(args.passes * per_pass / args.batch_size),
+            min_brain_fraction=args.min_brain_fraction,
+            dtype=dtype,
+        )
+        return make_loader(stream, num_workers=args.workers, persistent_workers=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         subjects = export_nifti(store, args.split, Path(tmp))
-
-        def nifti(passes: int) -> Iterable[dict]:
-            ref = NiftiSlices(subjects, args.batch_size, args.min_brain_fraction, passes)
-            return DataLoader(ref, batch_size=None, num_workers=args.workers)
-
+        ref = NiftiSlices(subjects, args.batch_size, args.min_brain_fraction, args.passes)
         pipelines = {
             "shards": shards(torch.float32),
-            "nibabel": nifti,
+            "nibabel": DataLoader(
+                ref, batch_size=None, num_workers=args.workers, persistent_workers=True
+            ),
             "shards_f16": shards(torch.float16),
         }
+        first = {name: rate(loader) for name, loader in pipelines.items()}  # warm-up
         best = {name: 0.0 for name in pipelines}
-        for make in pipelines.values():  # warm-up: page cache, lazy imports
-            rate(make, 1)
-        for _ in range(args.repeats):  # interleaved, so load changes hit all alike
-            for name, make in pipelines.items():
-                slices, seconds = rate(make, args.passes)
-                best[name] = max(best[name], slices / seconds)
+        for epoch in range(1, args.repeats + 1):  # interleaved: load changes hit all alike
+            for name, loader in pipelines.items():
+                if isinstance(loader, ShardLoader):
+                    loader.set_epoch(epoch)
+                best[name] = max(best[name], rate(loader))
+        for loader in pipelines.values():
+            if isinstance(loader, ShardLoader):
+                loader.close()
 
     shape = store.read(store.subjects()[0], "image").shape
     print(
         f"data: {len(masks)} {args.split} subjects of {shape}, {per_pass} slices per pass "
         f"(brain fraction >= {args.min_brain_fraction}), batch {args.batch_size}, "
-        f"{args.workers} workers, best of {args.repeats} runs of {args.passes} passes"
+        f"{args.workers} workers, best of {args.repeats} epochs of {args.passes} passes"
     )
-    print(f"shard stream, float32 batches : {best['shards']:8.0f} slices/s")
-    print(f"nibabel .nii.gz, float32      : {best['nibabel']:8.0f} slices/s")
-    print(f"shard stream, float16 batches : {best['shards_f16']:8.0f} slices/s")
+    for name, label in (
+        ("shards", "shard stream, float32 batches"),
+        ("nibabel", "nibabel .nii.gz, float32     "),
+        ("shards_f16", "shard stream, float16 batches"),
+    ):
+        print(f"{label} : {best[name]:8.0f} slices/s  (first epoch: {first[name]:6.0f})")
     print(
         f"ratio shard stream / nibabel (float32 both): {best['shards'] / best['nibabel']:.1f}x "
         f"(goal >= 10x); with float16 batches: {best['shards_f16'] / best['nibabel']:.1f}x"

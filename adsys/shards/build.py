@@ -45,8 +45,9 @@ from adsys.shards.schema import (
     ShardManifest,
     ShardRecord,
     SplitRecord,
+    axial_brain_voxels,
     encode_sample,
-    sample_digest,
+    sample_checksum,
     sample_key,
     sample_meta,
     to_schema_arrays,
@@ -129,13 +130,14 @@ def build_subject(spec: ShardSpec, job: _Job) -> dict[str, Any]:
             record=pre.record,
             variants=records,
             boxes=boxes,
+            brain=axial_brain_voxels(arrays["mask"]),
             lesion_format=spec.lesion_format,
             has_seg=pre.seg is not None,
         )
         if "zarr" in spec.formats:
             zarr_store.write_row(spec.out / ZARR_NAME, job.split, job.row, arrays, meta)
         if "wds" in spec.formats:
-            members = encode_sample(job.key, arrays, meta, spec.compression_level)
+            members = encode_sample(job.key, arrays, meta, spec.codec, spec.compression_level)
             write_tar(_staged_path(spec.out, job), members)
     except Exception as exc:  # noqa: BLE001 - any per-subject failure is recorded, not fatal
         log.warning("subject %s failed: %s: %s", sid, type(exc).__name__, exc)
@@ -352,7 +354,7 @@ def build_shards(
                     key=job.key,
                     subject_id=job.entry.subject_id,
                     row=job.row,
-                    sha256=sample_digest(members),
+                    crc32c=sample_checksum(members),
                     nbytes=sum(len(d) for _, d in members),
                 )
                 commit(writers[job.split].add(members, record))

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from adsys.config import PreprocessConfig, StrictModel, load_yaml_config
 from adsys.io.nifti import sha256_file
-from adsys.shards.schema import SCHEMA_VERSION, LesionFormat
+from adsys.shards.schema import SCHEMA_VERSION, Codec, LesionFormat
 from adsys.shards.variants import get_generator
 
 Split = Literal["train", "val", "test"]
@@ -47,9 +47,10 @@ class ShardSpec(StrictModel):
     variants: dict[Split, VariantRecipe] = Field(default_factory=dict)
     formats: list[Format] = Field(default_factory=lambda: ["zarr", "wds"])
     shard_size_mb: float = Field(256.0, gt=0)
-    compression_level: int | None = Field(
-        3, ge=1, le=22, description="zstd level of tar members; None stores plain .npy"
+    codec: Codec = Field(
+        "lz4", description="tar member codec: lz4 (fast reads), zstd (small), none (plain .npy)"
     )
+    compression_level: int = Field(3, ge=1, le=22, description="zstd level (codec zstd)")
     zarr_compression_level: int = Field(3, ge=1, le=22)
     lesion_format: LesionFormat = "binary"
     seed: int = Field(0, ge=0)

@@ -5,10 +5,11 @@ as the end of the archive and a corrupt payload reads as data. Every shard is th
 against its manifest record: each sample's checksum is verified, and a shard that ends early
 (truncated, or a header overwritten) reports every sample it lost. ``on_corrupt="raise"``
 stops with :class:`CorruptShardError`; ``"skip"`` drops the sample and counts it (batches
-carry the count, :class:`ShardLoader` sums it) — a stream is never silently shortened.
+carry the count, :class:`~adsys.shards.loader.ShardLoader` sums it) — a stream is never
+silently shortened.
 
-Two ways to split the work, both explicit about ``rank``/``world_size`` and DataLoader
-workers (``consumers = world_size × num_workers``):
+Two ways to split the work, both explicit about ``rank``/``world_size`` and loader workers
+(``consumers = world_size × num_workers``):
 
 * ``resampled=True`` (training): each consumer draws shards at random (weighted by sample
   count, seeded per (seed, rank, worker, epoch)) and yields exactly its share of
@@ -22,10 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import multiprocessing
 import tarfile
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from adsys.shards.schema import (
     MANIFEST_NAME,
@@ -46,7 +44,7 @@ from adsys.shards.schema import (
     ShardRecord,
     decode_sample,
     parse_member_name,
-    sample_digest,
+    sample_checksum,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +52,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["slices", "patches", "volumes"]
 OnCorrupt = Literal["raise", "skip"]
 _READ_BUFFER = 1 << 20
-_ALIGN = 64  # byte alignment of the arrays in a ring slot
+_ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 
 
 class CorruptShardError(ShardFormatError):
@@ -78,6 +76,71 @@ def load_shard_manifest(source: str | Path) -> tuple[ShardManifest, str]:
     with contextlib.closing(wds.gopen(source, "rb")) as f:
         manifest = ShardManifest.from_json(f.read(), source)
     return manifest, source.rsplit("/", 1)[0] if "/" in source else "."
+
+
+def _read_exact(stream: Any, size: int) -> bytes:
+    """Exactly ``size`` bytes of ``stream`` (one read, one copy), or EOFError."""
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError(f"unexpected end of data ({len(data)} of {size} bytes)")
+    return data
+
+
+def _skip(stream: Any, size: int) -> bytes:
+    """Skip ``size`` bytes of ``stream`` (seek where it can); ``b""``."""
+    if stream.seekable():
+        stream.seek(size, 1)
+    else:
+        while size:
+            size -= len(_read_exact(stream, min(size, _READ_BUFFER)))
+    return b""
+
+
+def _tar_members(stream: Any) -> Iterator[tuple[str, int]]:
+    """``(name, size)`` of each member of a tar stream, leaving ``stream`` at its payload:
+    the caller reads (or skips) exactly ``size`` bytes before asking for the next one.
+
+    A lean replacement for ``tarfile``'s stream mode, which copies every payload through its
+    own buffer several times. Headers are parsed and checksummed by
+    ``tarfile.TarInfo.frombuf`` (a damaged one raises ``tarfile.HeaderError``); PAX headers
+    (long names) are applied; anything but a regular file raises
+    :class:`ShardFormatError`; a zero block ends the archive.
+    """
+    pax: dict[str, str] = {}
+    while True:
+        block = _read_exact(stream, tarfile.BLOCKSIZE)
+        if block == _ZERO_BLOCK:
+            return
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        if info.size > MAX_MEMBER_BYTES:
+            raise ShardFormatError(f"member {info.name!r} is not a regular file we wrote")
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+            records = _read_exact(stream, info.size)
+            _read_exact(stream, -info.size % tarfile.BLOCKSIZE)
+            if info.type == tarfile.XHDTYPE:
+                pax = _pax_records(records)
+            continue
+        if not info.isreg():
+            raise ShardFormatError(f"member {info.name!r} is not a regular file we wrote")
+        size = int(pax.get("size", info.size))
+        yield pax.get("path", info.name), size
+        _read_exact(stream, -size % tarfile.BLOCKSIZE)
+        pax = {}
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """Key/value records of a PAX extended header (``"<len> <key>=<value>\\n"`` each)."""
+    out, pos = {}, 0
+    try:
+        while pos < len(data):
+            space = data.index(b" ", pos)
+            length = int(data[pos:space])
+            key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+            pos += length
+    except ValueError as exc:
+        raise ShardFormatError(f"malformed PAX header ({exc})") from exc
+    return out
 
 
 def read_shard(
@@ -105,7 +168,7 @@ def read_shard(
         if pos >= len(expected):
             return ShardRead(pos, problem=f"{url}: extra sample {key!r} beyond the manifest")
         record = expected[pos]
-        if key != record.key or sample_digest(members) != record.sha256:
+        if key != record.key or sample_checksum(members) != record.crc32c:
             return ShardRead(pos, problem=f"{url}: sample {record.key} (#{pos}) checksum mismatch")
         try:
             return ShardRead(pos, sample=decode_sample(members, fields))
@@ -113,26 +176,20 @@ def read_shard(
             return ShardRead(pos, problem=f"{url}: sample {record.key} (#{pos}) undecodable: {exc}")
 
     try:
-        with (
-            contextlib.closing(wds.gopen(url, "rb")) as stream,
-            tarfile.open(fileobj=stream, mode="r|", bufsize=_READ_BUFFER) as tar,
-        ):
-            for info in tar:
-                k, _, _ = parse_member_name(info.name)
-                if not info.isreg() or info.size > MAX_MEMBER_BYTES:
-                    raise ShardFormatError(f"member {info.name!r} is not a regular file we wrote")
+        with contextlib.closing(wds.gopen(url, "rb")) as stream:
+            for name, size in _tar_members(stream):
+                k, _, _ = parse_member_name(name)
                 if key is not None and k != key:
                     if (read := finish()) is not None:
                         yield read
                     members = []
                 key = k
                 keep = wanted is None or wanted(position)
-                members.append((info.name, tar.extractfile(info).read() if keep else b""))
-            if key is not None:
-                if (read := finish()) is not None:
-                    yield read
+                members.append((name, _read_exact(stream, size) if keep else _skip(stream, size)))
     except (tarfile.TarError, OSError, EOFError, ShardFormatError) as exc:
         log.warning("%s: unreadable after %d sample(s): %s", url, position, exc)
+    if key is not None and (read := finish()) is not None:  # whole, or found short
+        yield read
     lost = f"{url}: shard ends after {position} of {len(expected)} samples (truncated or damaged)"
     for pos in range(position, len(expected)):
         if wanted is None or wanted(pos):
@@ -142,105 +199,62 @@ def read_shard(
 FIELDS = ("image", "mask", "variant", "lesion")  # item arrays, after (subject_id, k, where)
 
 
-def _stack(arrays: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
-    """(B, 1, *shape) ``dtype`` tensor from C-contiguous same-shape arrays (torch casts:
-    numpy's float16 cast is slow)."""
-    return torch.from_numpy(np.stack(arrays)).to(dtype).unsqueeze(1)
+class _Stacker:
+    """Stacks items' arrays into batch tensors of any dtype, through reused scratch arrays.
+
+    numpy stacks the (views of) item arrays into a scratch array of their stored dtype,
+    then torch casts it into the destination in one pass (numpy's float16 cast is slow);
+    when the dtypes agree numpy stacks straight into the destination. Scratch arrays live
+    as long as the stream's iterator, so a batch allocates nothing but its tensors.
+    """
+
+    def __init__(self) -> None:
+        self.scratch: dict[tuple[int, np.dtype, tuple[int, ...]], np.ndarray] = {}
+
+    def __call__(self, items: list[tuple], dests: list[torch.Tensor]) -> None:
+        """Write field ``FIELDS[i]`` of ``items`` into ``dests[i]`` (n, 1, *item)."""
+        for i, dest in enumerate(dests):
+            arrays = [it[3 + i] for it in items]
+            first = arrays[0]
+            out = dest[:, 0]
+            if first.dtype == out.numpy().dtype:
+                np.stack(arrays, out=out.numpy())
+                continue
+            key = (i, first.dtype, first.shape)
+            if key not in self.scratch or len(self.scratch[key]) < len(arrays):
+                self.scratch[key] = np.empty((len(arrays), *first.shape), first.dtype)
+            scratch = self.scratch[key][: len(arrays)]
+            np.stack(arrays, out=scratch)
+            out.copy_(torch.from_numpy(scratch))
 
 
 def _labels(items: list[tuple], mode: Mode) -> dict[str, Any]:
-    """The non-array fields of a batch of items, as plain lists (what workers send as is)."""
+    """The non-array fields of a batch of items: subject ids (list) and int64 index arrays
+    (what workers send as is)."""
     labels: dict[str, Any] = {
-        "variant_index": [it[1] for it in items],
+        "variant_index": np.array([it[1] for it in items], dtype=np.int64),
         "subject_id": [it[0] for it in items],
     }
     if mode == "slices":
-        labels["slice_index"] = [it[2] for it in items]
+        labels["slice_index"] = np.array([it[2] for it in items], dtype=np.int64)
     elif mode == "patches":
-        labels["origin"] = [it[2] for it in items]
+        labels["origin"] = np.array([it[2] for it in items], dtype=np.int64)
     return labels
 
 
 def _to_torch(labels: dict[str, Any]) -> dict[str, Any]:
-    """:func:`_labels` with the index lists as int64 tensors."""
-    return {
-        k: v if k == "subject_id" else torch.tensor(v, dtype=torch.int64) for k, v in labels.items()
-    }
+    """:func:`_labels` with the index arrays as int64 tensors."""
+    return {k: v if k == "subject_id" else torch.from_numpy(v) for k, v in labels.items()}
 
 
-def _collate(items: list[tuple], mode: Mode, dtype: torch.dtype) -> dict[str, Any]:
+def _collate(
+    items: list[tuple], mode: Mode, dtype: torch.dtype, stack: _Stacker
+) -> dict[str, Any]:
     """Stack items ``(subject_id, k, where, image, mask, variant, lesion)`` into a batch."""
-    batch = {name: _stack([it[i] for it in items], dtype) for i, name in enumerate(FIELDS, 3)}
+    shape = (len(items), 1, *items[0][3].shape)
+    batch = {name: torch.empty(shape, dtype=dtype) for name in FIELDS}
+    stack(items, list(batch.values()))
     return {**batch, **_to_torch(_labels(items, mode))}
-
-
-class _Ring:
-    """Shared-memory batch slots from DataLoader workers to the consumer, without copies.
-
-    A worker stacks a batch's arrays, cast to the batch dtype, straight into a free slot of
-    its own and sends only the slot's address and the labels. The consumer hands out
-    tensors that view the slot (all four share one storage); the slot is freed when that
-    storage is (``weakref.finalize`` on the array under it), i.e. when the batch and every
-    view of it are gone. So a batch costs no shared-memory segment, no page faults and no
-    copy in the training process. ``slots`` per worker cover the batches in flight plus the
-    one the consumer holds; a consumer that keeps more alive makes the worker wait up to
-    ``wait`` seconds once, then send such batches the ordinary way (counted as copied):
-    holding on to batches is safe, only slower.
-    """
-
-    def __init__(
-        self, stream: ShardStream, workers: int, slots: int, context: Any, wait: float = 0.2
-    ) -> None:
-        item = {
-            "slices": stream.shape[:2],
-            "patches": stream.patch_size,
-            "volumes": stream.shape,
-        }[stream.mode]
-        self.shape = (stream.batch_size, 1, *item)
-        self.dtype = stream.dtype
-        self.np_dtype = torch.empty(0, dtype=self.dtype).numpy().dtype
-        self.field_bytes = -(-math.prod(self.shape) * self.dtype.itemsize // _ALIGN) * _ALIGN
-        self.slots, self.wait = slots, wait
-        size = (workers, slots, len(FIELDS) * self.field_bytes)
-        self.buffer = torch.zeros(size, dtype=torch.uint8).share_memory_()
-        self.busy = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
-        self.free = [context.Semaphore(slots) for _ in range(workers)]
-
-    def _fields(self, raw: torch.Tensor, n: int) -> list[torch.Tensor]:
-        """The (n, 1, *item) tensors of ``FIELDS`` in a slot's bytes."""
-        count = n * math.prod(self.shape[1:])
-        return [
-            raw[i * self.field_bytes :].view(self.dtype)[:count].view(n, *self.shape[1:])
-            for i in range(len(FIELDS))
-        ]
-
-    def put(self, worker: int, items: list[tuple]) -> int | None:
-        """Stack ``items``' arrays into a free slot of ``worker``; its index, or None when
-        none came free in time (the caller then sends the batch the ordinary way)."""
-        if not self.free[worker].acquire(timeout=self.wait):
-            self.wait = 0.0  # the consumer holds on to batches: stop waiting for it
-            return None
-        busy = self.busy[worker].numpy()
-        slot = int(np.flatnonzero(busy == 0)[0])
-        busy[slot] = 1
-        for i, out in enumerate(self._fields(self.buffer[worker, slot], len(items)), start=3):
-            arrays = [it[i] for it in items]
-            if arrays[0].dtype == self.np_dtype:  # straight into the slot
-                np.stack(arrays, out=out[:, 0].numpy())
-            else:  # numpy casts float16 slowly: stack, then let torch cast
-                out[:, 0].copy_(torch.from_numpy(np.stack(arrays)))
-        return slot
-
-    def take(self, worker: int, slot: int, n: int) -> dict[str, torch.Tensor]:
-        """The slot's (n, 1, *item) tensors, valid until the last of them (or of their
-        views) is freed; then the slot goes back to ``worker``."""
-        under = self.buffer[worker, slot].numpy()  # the storage of what we hand out keeps it
-        weakref.finalize(under, self._release, worker, slot)
-        return dict(zip(FIELDS, self._fields(torch.from_numpy(under), n), strict=True))
-
-    def _release(self, worker: int, slot: int) -> None:
-        self.busy[worker, slot] = 0
-        self.free[worker].release()
 
 
 class ShardStream(IterableDataset):
@@ -273,7 +287,7 @@ class ShardStream(IterableDataset):
     clean image and the lesion empty); ``subject_id`` list of B str; ``slice_index`` (B,)
     or ``origin`` (B, 3) int64 in ``slices`` / ``patches`` mode; ``skipped``: corrupt
     samples dropped since the previous batch. A batch holding only ``skipped`` may end a
-    stream; :class:`ShardLoader` absorbs it.
+    stream; :class:`~adsys.shards.loader.ShardLoader` absorbs it.
     """
 
     def __init__(
@@ -335,7 +349,6 @@ class ShardStream(IterableDataset):
         self.urls = [template.format(name=s.name) for s in self.shards]
         self.epoch = 0
         self.skipped = 0  # corrupt samples skipped in this process
-        self._ring: _Ring | None = None  # set by ShardLoader for its DataLoader workers
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's draws; call before creating each epoch's iterator."""
@@ -381,18 +394,18 @@ class ShardStream(IterableDataset):
     def _items(self, sample: Sample, rng: np.random.Generator) -> list[tuple]:
         """Items ``(subject_id, k, where, image, mask, variant, lesion)`` of one sample.
 
-        Item arrays are compact C copies cut from the decoded sample (a variant only where
-        its box meets the item), so the shuffle buffer never keeps whole samples alive.
-        ``k`` is -1 when the split has no variants: the clean image with an empty lesion.
+        Axial items are views of the decoded sample wherever no variant box meets them
+        (:meth:`Sample.axial`), so the shuffle buffer keeps the samples it draws from alive
+        rather than copying every slice; patches and volumes are compact copies. ``k`` is
+        -1 when the split has no variants: the clean image with an empty lesion.
         """
         n_var = sample.num_variants
         if self.mode == "slices":
-            rows = sample.mask.transpose(2, 0, 1).reshape(self.shape[2], -1)
-            brain = rows.sum(axis=1, dtype=np.int32)  # the mask is {0, 1}
-            zs = np.flatnonzero(brain >= self.min_brain_fraction * rows.shape[1])
+            brain = np.asarray(sample.meta["axial_brain_voxels"])
+            zs = np.flatnonzero(brain >= self.min_brain_fraction * self.shape[0] * self.shape[1])
             ks = rng.integers(n_var, size=len(zs)) if n_var else np.full(len(zs), -1)
             where = zs.tolist()
-            columns = [list(a) for a in sample.axial(zs, ks)]
+            columns = list(sample.axial(zs, ks))
         elif self.mode == "patches":
             size = np.array(self.patch_size)
             brain = np.argwhere(sample.mask > 0)
@@ -416,7 +429,15 @@ class ShardStream(IterableDataset):
         return list(zip([sample.subject_id] * len(ks), ks, where, *columns, strict=True))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker, n_workers = self._consumer()
+        """This process's batches (a DataLoader worker's share under a DataLoader)."""
+        return self.batches(*self._consumer())
+
+    def batches(
+        self, worker: int = 0, n_workers: int = 1, ring: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        """The batches of loader worker ``worker`` of ``n_workers`` (of this rank). With a
+        ``ring`` (:class:`adsys.shards.loader.BatchRing`), batch arrays go into its slots
+        and the batch carries the slot's address instead."""
         rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch])
         if self.resampled:
             quota = self.steps_per_epoch // n_workers + (worker < self.steps_per_epoch % n_workers)
@@ -428,18 +449,17 @@ class ShardStream(IterableDataset):
             if self.shuffle:
                 rng.shuffle(plan)
             samples = self._samples(iter(plan))
-        yield from self._batches(samples, rng, quota, self._packer(worker))
+        yield from self._batches(samples, rng, quota, self._packer(worker, ring))
 
-    def _packer(self, worker: int) -> Callable[[list[tuple]], dict[str, Any]]:
-        """Items → batch: collated tensors in-process; in a :class:`ShardLoader` worker, the
-        arrays go into a free ring slot and the batch carries its address (collated
-        tensors when no slot came free)."""
-        ring = self._ring if get_worker_info() is not None else None
+    def _packer(self, worker: int, ring: Any) -> Callable[[list[tuple]], dict[str, Any]]:
+        """Items → batch: collated tensors, or (with a ring) the arrays in a free ring slot
+        and the batch carrying its address (collated tensors when no slot came free)."""
+        stack = _Stacker()
 
         def pack(items: list[tuple]) -> dict[str, Any]:
-            slot = None if ring is None else ring.put(worker, items)
+            slot = None if ring is None else ring.put(worker, items, stack)
             if slot is None:
-                return _collate(items, self.mode, self.dtype)
+                return _collate(items, self.mode, self.dtype, stack)
             return {**_labels(items, self.mode), "slot": (worker, slot, len(items))}
 
         return pack
@@ -503,73 +523,3 @@ class ShardStream(IterableDataset):
                 skipped = 0
         if skipped:
             yield {"skipped": skipped}
-
-
-class ShardLoader:
-    """A DataLoader over a :class:`ShardStream` that sums skipped corrupt samples.
-
-    Iterating yields the stream's batches without the ``skipped`` field; ``skipped`` holds
-    the total over all workers since the loader was made. ``len()`` is ``steps_per_epoch``
-    in resampled mode. Workers hand batch arrays over through a shared-memory ring
-    (:class:`_Ring`, made per iteration) rather than one new shared tensor per array; the
-    batches are views of it, recycled once freed. ``copied`` counts batches that came the
-    ordinary way because the consumer was holding all of a worker's slots.
-    """
-
-    def __init__(self, stream: ShardStream, loader: DataLoader) -> None:
-        self.stream = stream
-        self.loader = loader
-        self.skipped = 0
-        self.copied = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.stream.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        if not self.stream.resampled:
-            raise TypeError("a split-mode ShardLoader has no fixed length")
-        return self.stream.steps_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        ring = None
-        # persistent workers keep the stream they started with, so they cannot get a new ring
-        if self.loader.num_workers > 0 and not self.loader.persistent_workers:
-            context = self.loader.multiprocessing_context or multiprocessing.get_context()
-            slots = (self.loader.prefetch_factor or 0) + 2  # in flight, being made, held
-            ring = _Ring(self.stream, self.loader.num_workers, slots, context)
-        self.stream._ring = ring  # the workers started by iter(self.loader) inherit it
-        pin = self.loader.pin_memory and torch.cuda.is_available()
-        for batch in self.loader:
-            self.skipped += int(batch.pop("skipped"))
-            if "slot" in batch:
-                arrays = ring.take(*batch.pop("slot"))
-                if pin:
-                    arrays = {k: v.pin_memory() for k, v in arrays.items()}
-                batch = {**arrays, **_to_torch(batch)}
-            elif ring is not None and "image" in batch:
-                self.copied += 1
-            if batch:
-                yield batch
-
-
-def make_loader(
-    stream: ShardStream,
-    *,
-    num_workers: int = 2,
-    pin_memory: bool = False,
-    prefetch_factor: int | None = 2,
-    multiprocessing_context: str | None = None,
-) -> ShardLoader:
-    """A :class:`ShardLoader` with ``num_workers`` worker processes (batches are made by the
-    stream, so the DataLoader runs with ``batch_size=None``). Workers are not persistent:
-    call ``loader.set_epoch(e)`` before each epoch's ``iter``."""
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        prefetch_factor=prefetch_factor if num_workers > 0 else None,
-        multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
-        persistent_workers=False,
-    )
-    return ShardLoader(stream, loader)

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from adsys.shards.stream import ShardStream, load_shard_manifest, make_loader
+from adsys.shards.loader import make_loader
+from adsys.shards.stream import ShardStream, load_shard_manifest
 from adsys.train.config import TrainConfig
 
 log = logging.getLogger(__name__)

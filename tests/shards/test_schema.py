@@ -14,12 +14,13 @@ from adsys.shards.schema import (
     SampleRecord,
     ShardFormatError,
     ShardRecord,
+    axial_brain_voxels,
     decode_array,
     decode_sample,
     encode_array,
     encode_sample,
     parse_member_name,
-    sample_digest,
+    sample_checksum,
     sample_key,
     subject_id_of,
     to_schema_arrays,
@@ -48,22 +49,45 @@ def _sample(key: str = "sub-1", k: int = 2, shape=(6, 7, 5), seed: int = 0):
         "num_variants": k,
         "lesion_format": "binary",
         "variant_boxes": boxes,
+        "axial_brain_voxels": axial_brain_voxels(arrays["mask"]),
     }
     return arrays, meta
 
 
-@pytest.mark.parametrize("level", [None, 3])
-def test_array_roundtrip_is_exact(level):
+@pytest.mark.parametrize("codec", ["none", "zstd", "lz4"])
+def test_array_roundtrip_is_exact(codec):
     a = np.random.default_rng(1).random((3, 4, 5)).astype(np.float16)
-    b = decode_array(encode_array(a, level), compressed=level is not None)
+    b = decode_array(encode_array(a, codec), codec)
     assert b.dtype == a.dtype and np.array_equal(a, b)
+    f = np.asfortranarray(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    assert np.array_equal(decode_array(encode_array(f, codec), codec), f)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_undecodable_payloads_raise_a_format_error(codec):
+    data = encode_array(np.zeros((8, 8), np.float16), codec)
+    with pytest.raises(ShardFormatError, match="not a"):
+        decode_array(data[: len(data) // 2], codec)
+    with pytest.raises(ShardFormatError):
+        decode_array(encode_array(np.zeros((8, 8), np.float16), "none")[:-2], "none")
+
+
+def test_sample_checksum_is_crc32c_over_names_sizes_and_bytes():
+    import google_crc32c
+
+    assert google_crc32c.value(b"123456789") == 0xE3069283  # the CRC-32C check value
+    members = [("a.image.npy", b"123456789"), ("a.meta.json", b"{}")]
+    blob = b"".join(n.encode() + len(d).to_bytes(8, "little") + d for n, d in members)
+    assert sample_checksum(members) == f"{google_crc32c.value(blob):08x}"
+    flipped = [("a.image.npy", b"123456788"), members[1]]
+    assert sample_checksum(flipped) != sample_checksum(members)
 
 
 def test_object_arrays_are_refused_without_unpickling():
     buf = io.BytesIO()
     np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ShardFormatError, match="object dtype"):
-        decode_array(buf.getvalue(), compressed=False)
+        decode_array(buf.getvalue(), "none")
 
 
 @pytest.mark.parametrize(
@@ -87,17 +111,19 @@ def test_unexpected_member_names_are_rejected(name):
 def test_keys_escape_dots_reversibly():
     assert sample_key("sub.01_a-b") == "sub%2E01_a-b"
     assert subject_id_of(sample_key("sub.01_a-b")) == "sub.01_a-b"
-    assert parse_member_name("sub%2E01.variants.npy.zst") == ("sub%2E01", "variants", True)
+    assert parse_member_name("sub%2E01.variants.npy.zst") == ("sub%2E01", "variants", "zstd")
+    assert parse_member_name("sub%2E01.image.npy.lz4") == ("sub%2E01", "image", "lz4")
+    assert parse_member_name("sub%2E01.meta.json") == ("sub%2E01", "meta", "none")
 
 
 def test_sample_roundtrip_and_schema_checks():
     arrays, meta = _sample()
-    members = encode_sample("sub-1", arrays, meta, 3)
+    members = encode_sample("sub-1", arrays, meta, "lz4")
     assert [n for n, _ in members] == [
-        "sub-1.image.npy.zst",
-        "sub-1.mask.npy.zst",
-        "sub-1.variants.npy.zst",
-        "sub-1.lesions.npy.zst",
+        "sub-1.image.npy.lz4",
+        "sub-1.mask.npy.lz4",
+        "sub-1.variants.npy.lz4",
+        "sub-1.lesions.npy.lz4",
         "sub-1.meta.json",
     ]
     sample = decode_sample(members)
@@ -107,7 +133,7 @@ def test_sample_roundtrip_and_schema_checks():
         decode_sample(members[1:])
     wrong = {**arrays, "mask": arrays["mask"].astype(np.float32)}
     with pytest.raises(ShardFormatError, match="schema says"):
-        decode_sample(encode_sample("sub-1", wrong, meta, None))
+        decode_sample(encode_sample("sub-1", wrong, meta, "none"))
 
 
 def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
@@ -124,10 +150,10 @@ def test_variants_are_stored_as_boxes_and_rebuilt_bit_for_bit():
     assert meta["variant_boxes"][0] == [0, 0, 0, 3, 5, 4]
     assert meta["variant_boxes"][1] == [0, 0, 0, 6, 7, 5]
     assert meta["variant_boxes"][2] == [0] * 6
-    members = dict(encode_sample("sub-1", arrays, meta, None))
-    stored = decode_array(members["sub-1.variants.npy"], compressed=False)
+    members = dict(encode_sample("sub-1", arrays, meta, "none"))
+    stored = decode_array(members["sub-1.variants.npy"], "none")
     assert stored.dtype == np.uint16 and stored.shape == (3 * 5 * 4 + 6 * 7 * 5,)
-    assert decode_array(members["sub-1.image.npy"], compressed=False).shape == (5, 6, 7)
+    assert decode_array(members["sub-1.image.npy"], "none").shape == (5, 6, 7)
     sample = decode_sample(list(members.items()))
     for name, arr in arrays.items():
         assert _bitwise_equal(np.ascontiguousarray(getattr(sample, name)), arr), name
@@ -141,13 +167,13 @@ def test_soft_lesions_outside_the_changed_voxels_are_kept():
     meta = {**meta, "lesion_format": "soft"}
     meta["variant_boxes"] = variant_boxes(arrays["image"], arrays["variants"], soft)
     assert meta["variant_boxes"][0] == [1, 2, 1, 6, 7, 5]
-    sample = decode_sample(encode_sample("sub-1", arrays, meta, 3))
+    sample = decode_sample(encode_sample("sub-1", arrays, meta, "zstd"))
     assert _bitwise_equal(sample.lesions, soft)
 
 
 def test_crops_and_axial_slices_match_the_dense_arrays():
     arrays, meta = _sample(k=2, shape=(9, 8, 7), seed=3)
-    sample = decode_sample(encode_sample("sub-1", arrays, meta, 3))
+    sample = decode_sample(encode_sample("sub-1", arrays, meta, "zstd"))
     rng = np.random.default_rng(0)
     for _ in range(20):
         lo = rng.integers(0, (9, 8, 7))
@@ -171,7 +197,7 @@ def test_crops_and_axial_slices_match_the_dense_arrays():
 
 def test_boxes_outside_the_grid_are_refused():
     arrays, meta = _sample()
-    members = encode_sample("sub-1", arrays, meta, None)
+    members = encode_sample("sub-1", arrays, meta, "none")
     bad = {**meta, "variant_boxes": [[0, 0, 0, 7, 7, 5], meta["variant_boxes"][1]]}
     members[-1] = (members[-1][0], json.dumps(bad).encode())
     with pytest.raises(ShardFormatError, match="do not fit grid"):
@@ -180,7 +206,7 @@ def test_boxes_outside_the_grid_are_refused():
 
 def test_tar_writes_are_deterministic_and_atomic(tmp_path):
     arrays, meta = _sample()
-    members = encode_sample("sub-1", arrays, meta, 3)
+    members = encode_sample("sub-1", arrays, meta, "zstd")
     sha_a, _ = write_tar(tmp_path / "a.tar", members)
     sha_b, _ = write_tar(tmp_path / "b.tar", members)
     assert sha_a == sha_b
@@ -192,13 +218,13 @@ def test_tar_writes_are_deterministic_and_atomic(tmp_path):
 
 
 def test_shard_writer_closes_at_target_size(tmp_path):
-    samples = [encode_sample(f"s{i}", *_sample(f"s{i}", seed=i), None) for i in range(5)]
+    samples = [encode_sample(f"s{i}", *_sample(f"s{i}", seed=i), "none") for i in range(5)]
     size = sum(member_nbytes(len(d)) for _, d in samples[0])  # all samples are this size
     writer = TarShardWriter(tmp_path, "train", target_bytes=2 * size + 1)
     closed = []
     for i, members in enumerate(samples):
         rec = SampleRecord(
-            key=f"s{i}", subject_id=f"s{i}", row=i, sha256=sample_digest(members), nbytes=size
+            key=f"s{i}", subject_id=f"s{i}", row=i, crc32c=sample_checksum(members), nbytes=size
         )
         closed.append(writer.add(members, rec))
     closed.append(writer.close())
@@ -211,7 +237,7 @@ def test_shard_writer_closes_at_target_size(tmp_path):
 
 def test_reader_rejects_path_traversal_members(tmp_path):
     arrays, meta = _sample()
-    members = encode_sample("sub-1", arrays, meta, None)
+    members = encode_sample("sub-1", arrays, meta, "none")
     path = tmp_path / "evil.tar"
     with tarfile.open(path, "w") as tf:
         for name, data in [("../../etc/sub-1.image.npy", members[0][1]), *members[1:]]:
@@ -229,7 +255,7 @@ def test_reader_rejects_path_traversal_members(tmp_path):
                 "key": "sub-1",
                 "subject_id": "sub-1",
                 "row": 0,
-                "sha256": sample_digest(members),
+                "crc32c": sample_checksum(members),
                 "nbytes": 0,
             }
         ],

@@ -12,9 +12,10 @@ import pytest
 import torch
 import webdataset as wds
 
+from adsys.shards.loader import make_loader
 from adsys.shards.schema import MANIFEST_NAME, ShardManifest
 from adsys.shards.store import CohortStore
-from adsys.shards.stream import FIELDS, CorruptShardError, ShardStream, make_loader
+from adsys.shards.stream import FIELDS, CorruptShardError, ShardStream
 from adsys.shards.verify import verify_shards
 
 pytestmark = pytest.mark.ray  # uses the session's Ray-built shards
