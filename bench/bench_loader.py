@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--passes", type=int, default=20, help="passes over the split per epoch")
-    p.add_argument("--repeats", type=int, default=3, help="timed epochs; the best counts")
+    p.add_argument("--repeats", type=int, default=5, help="timed epochs; the best counts")
     p.add_argument("--min-brain-fraction", type=float, default=0.1)
     args = p.parse_args(argv)
     if not (args.shards / "manifest.json").is_file():

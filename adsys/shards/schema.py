@@ -9,8 +9,11 @@ A *sample* is one subject (voxel order (x, y, z), RAS+, on its preprocessed grid
                                       ``lesion_format: soft``)
     seg       uint8    (x, y, z)      ground-truth lesion mask (only when the cohort has one)
     meta.json                         subject id, split, grids, preprocessing record, each
-                                      variant's replay parameters and box, brain voxels per
-                                      axial slice, source sha256, versions
+                                      variant's box, brain voxels per axial slice, source
+                                      sha256, versions
+    replay.json                       each variant's replay parameters (``meta["variants"]``
+                                      once decoded; a separate member so that a stream,
+                                      which never replays, does not parse them)
 
 How a tar shard stores them (schema version 2), for a fast slice stream:
 
@@ -66,6 +69,8 @@ SPLITS = ("train", "val", "test")
 ARRAY_FIELDS = ("image", "mask", "variants", "lesions", "seg")  # member order in a sample
 REQUIRED_FIELDS = ("image", "mask", "variants", "lesions")
 META_FIELD = "meta"
+REPLAY_FIELD = "replay"  # meta["variants"], stored apart
+ALL_FIELDS = (*ARRAY_FIELDS, REPLAY_FIELD)  # every member decode_sample can decode
 META_EXT = "json"
 Codec = Literal["lz4", "zstd", "none"]
 CODEC_EXT: dict[str, str] = {"lz4": "npy.lz4", "zstd": "npy.zst", "none": "npy"}
@@ -101,13 +106,13 @@ def subject_id_of(key: str) -> str:
 
 def member_name(key: str, field: str, codec: Codec) -> str:
     """Tar member name of ``field`` of sample ``key`` (arrays stored with ``codec``)."""
-    if field == META_FIELD:
-        return f"{key}.{META_FIELD}.{META_EXT}"
+    if field in (META_FIELD, REPLAY_FIELD):
+        return f"{key}.{field}.{META_EXT}"
     return f"{key}.{field}.{CODEC_EXT[codec]}"
 
 
 def parse_member_name(name: str) -> tuple[str, str, Codec]:
-    """``(key, field, codec)`` of a tar member name (``"none"`` for ``meta.json``); raise
+    """``(key, field, codec)`` of a tar member name (``"none"`` for the JSON members); raise
     on anything unexpected.
 
     Only flat names ``<key>.<field>.<ext>`` with a known field and extension pass: no
@@ -117,7 +122,7 @@ def parse_member_name(name: str) -> tuple[str, str, Codec]:
     field, _, ext = rest.partition(".")
     if "/" in name or "\\" in name or not _KEY.match(key):
         raise ShardFormatError(f"unexpected tar member name {name!r}")
-    if field == META_FIELD and ext == META_EXT:
+    if field in (META_FIELD, REPLAY_FIELD) and ext == META_EXT:
         return key, field, "none"
     if field in ARRAY_FIELDS and ext in _EXT_CODEC:
         return key, field, _EXT_CODEC[ext]
@@ -432,9 +437,10 @@ def sample_meta(
 def encode_sample(
     key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any], codec: Codec, level: int = 3
 ) -> list[tuple[str, bytes]]:
-    """Ordered tar members ``[(name, bytes)]`` of one sample (arrays in field order, meta
-    last). ``arrays`` are dense (:func:`to_schema_arrays`); volumes are stored (z, x, y)-major
-    and variants / lesions as the contents of ``meta["variant_boxes"]`` (module doc)."""
+    """Ordered tar members ``[(name, bytes)]`` of one sample: arrays in field order, then
+    ``replay.json`` and ``meta.json``. ``arrays`` are dense (:func:`to_schema_arrays`);
+    volumes are stored (z, x, y)-major and variants / lesions as the contents of
+    ``meta["variant_boxes"]`` (module doc)."""
     boxes = meta["variant_boxes"]
     if len(boxes) != len(arrays["variants"]):
         raise ShardFormatError(
@@ -452,8 +458,10 @@ def encode_sample(
         else:
             stored = to_zmajor(arrays[field])
         members.append((member_name(key, field, codec), encode_array(stored, codec, level)))
-    blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    members.append((member_name(key, META_FIELD, "none"), blob))
+    rest = {k: v for k, v in meta.items() if k != "variants"}
+    for field, record in ((REPLAY_FIELD, meta["variants"]), (META_FIELD, rest)):
+        blob = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        members.append((member_name(key, field, "none"), blob))
     return members
 
 
@@ -463,9 +471,10 @@ def packed_dtype(field: str, dtype: np.dtype) -> np.dtype:
 
 
 def decode_sample(
-    members: list[tuple[str, bytes]], fields: tuple[str, ...] = ARRAY_FIELDS
+    members: list[tuple[str, bytes]], fields: tuple[str, ...] = ALL_FIELDS
 ) -> Sample:
-    """Decode the tar members of one sample; only ``fields`` are decompressed.
+    """Decode the tar members of one sample; only ``fields`` are decompressed (and
+    ``meta["variants"]`` is there only with ``"replay"`` among them).
 
     Raises :class:`ShardFormatError` on mixed keys, duplicate or missing members, boxes
     outside the grid, or arrays whose dtype or shape disagree with the schema and
@@ -480,13 +489,15 @@ def decode_sample(
         if k != key or field in raw:
             raise ShardFormatError(f"member {name!r} does not belong to sample {key!r}")
         raw[field] = (data, codec)
-    missing = [f for f in (*REQUIRED_FIELDS, META_FIELD) if f not in raw]
+    missing = [f for f in (*REQUIRED_FIELDS, REPLAY_FIELD, META_FIELD) if f not in raw]
     if key is None or missing:
         raise ShardFormatError(f"sample {key!r} lacks member(s) {missing}")
     try:
         meta = json.loads(raw[META_FIELD][0])
+        if REPLAY_FIELD in fields:
+            meta["variants"] = json.loads(raw[REPLAY_FIELD][0])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShardFormatError(f"sample {key!r}: unreadable meta.json ({exc})") from exc
+        raise ShardFormatError(f"sample {key!r}: unreadable JSON member ({exc})") from exc
     x, y, z = shape = tuple(meta["grid"]["shape"])
     if len(meta["axial_brain_voxels"]) != z:
         raise ShardFormatError(f"sample {key!r}: axial_brain_voxels does not have {z} slices")
@@ -502,8 +513,8 @@ def decode_sample(
     expected = {"image": (z, x, y), "mask": (z, x, y), "seg": (z, x, y)}
     expected |= {"variants": packed, "lesions": packed}
     arrays: dict[str, Any] = {}
-    for field in fields:
-        if field not in raw:
+    for field in ARRAY_FIELDS:
+        if field not in fields or field not in raw:
             continue
         arr = decode_array(*raw[field])
         want = packed_dtype(field, field_dtype(field, meta["lesion_format"]))

@@ -22,6 +22,7 @@ Two ways to split the work, both explicit about ``rank``/``world_size`` and load
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tarfile
 from collections.abc import Callable, Iterator
@@ -213,19 +214,30 @@ class _Stacker:
 
     def __call__(self, items: list[tuple], dests: list[torch.Tensor]) -> None:
         """Write field ``FIELDS[i]`` of ``items`` into ``dests[i]`` (n, 1, *item)."""
+        n = len(items)
         for i, dest in enumerate(dests):
             arrays = [it[3 + i] for it in items]
             first = arrays[0]
-            out = dest[:, 0]
-            if first.dtype == out.numpy().dtype:
-                np.stack(arrays, out=out.numpy())
+            if _torch_dtype(first.dtype) == dest.dtype:
+                _stack(arrays, dest[:, 0].numpy())
                 continue
             key = (i, first.dtype, first.shape)
-            if key not in self.scratch or len(self.scratch[key]) < len(arrays):
-                self.scratch[key] = np.empty((len(arrays), *first.shape), first.dtype)
-            scratch = self.scratch[key][: len(arrays)]
-            np.stack(arrays, out=scratch)
-            out.copy_(torch.from_numpy(scratch))
+            if key not in self.scratch or len(self.scratch[key]) < n:
+                self.scratch[key] = np.empty((n, *first.shape), first.dtype)
+            scratch = self.scratch[key][:n]
+            _stack(arrays, scratch)
+            dest[:, 0].copy_(torch.from_numpy(scratch))
+
+
+def _stack(arrays: list[np.ndarray], out: np.ndarray) -> None:
+    """``np.stack(arrays, out=out)`` for same-shape arrays and a C-contiguous ``out``, as
+    one concatenation along the first axis (it skips np.stack's per-array views)."""
+    np.concatenate(arrays, out=out.reshape(-1, *out.shape[2:]))
+
+
+@functools.cache
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 def _labels(items: list[tuple], mode: Mode) -> dict[str, Any]:

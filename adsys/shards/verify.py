@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adsys.io.nifti import sha256_file
-from adsys.shards.schema import ARRAY_FIELDS, SPLITS, Sample, ShardManifest
+from adsys.shards.schema import ALL_FIELDS, SPLITS, Sample, ShardManifest
 from adsys.shards.store import CohortStore
 from adsys.shards.stream import load_shard_manifest, read_shard
 
@@ -54,7 +54,7 @@ def verify_shards(path: str | Path) -> VerifyReport:
             continue
         if file.stat().st_size != shard.nbytes or sha256_file(file) != shard.sha256:
             problems.append(f"{shard.name}: sha256/size differ from the manifest")
-        for read in read_shard(str(file), shard, fields=ARRAY_FIELDS):
+        for read in read_shard(str(file), shard, fields=ALL_FIELDS):
             if read.sample is None:
                 problems.append(read.problem)
                 continue

@@ -18,7 +18,7 @@ from adsys.cli import main as adsys_main
 from adsys.io import load_manifest, sha256_file
 from adsys.preprocess import preprocess_subject
 from adsys.shards.build import SpecMismatchError, build_shards
-from adsys.shards.schema import ARRAY_FIELDS, MANIFEST_NAME, ShardManifest
+from adsys.shards.schema import ALL_FIELDS, MANIFEST_NAME, ShardManifest
 from adsys.shards.store import CohortStore
 from adsys.shards.stream import read_shard
 from adsys.shards.variants import replay_variant
@@ -63,7 +63,7 @@ def test_zarr_and_tar_decode_to_the_same_arrays(built):
     store = CohortStore(built.out / "cohort.zarr")
     seen = 0
     for shard in manifest.shards:
-        for read in read_shard(str(built.out / shard.name), shard, fields=ARRAY_FIELDS):
+        for read in read_shard(str(built.out / shard.name), shard, fields=ALL_FIELDS):
             tar, zarr_sample = read.sample, store[read.sample.subject_id]
             assert tar.meta == zarr_sample.meta
             assert tar.arrays.keys() == zarr_sample.arrays.keys()

@@ -50,6 +50,7 @@ def _sample(key: str = "sub-1", k: int = 2, shape=(6, 7, 5), seed: int = 0):
         "lesion_format": "binary",
         "variant_boxes": boxes,
         "axial_brain_voxels": axial_brain_voxels(arrays["mask"]),
+        "variants": [{"index": i, "seed": 7 + i} for i in range(k)],
     }
     return arrays, meta
 
@@ -124,11 +125,16 @@ def test_sample_roundtrip_and_schema_checks():
         "sub-1.mask.npy.lz4",
         "sub-1.variants.npy.lz4",
         "sub-1.lesions.npy.lz4",
+        "sub-1.replay.json",
         "sub-1.meta.json",
     ]
     sample = decode_sample(members)
+    assert sample.meta == meta
     for name, arr in arrays.items():
         assert np.array_equal(getattr(sample, name), arr)
+    lean = decode_sample(members, fields=("image", "mask"))  # what a stream asks for
+    assert "variants" not in lean.meta and lean.variant_parts is None
+    assert lean.meta == {k: v for k, v in meta.items() if k != "variants"}
     with pytest.raises(ShardFormatError, match="lacks"):
         decode_sample(members[1:])
     wrong = {**arrays, "mask": arrays["mask"].astype(np.float32)}
@@ -296,3 +302,22 @@ def test_spec_validation(tmp_path):
     assert ShardSpec.model_validate({**base, "max_failures": 0.25}).failure_budget(10) == 2
     with pytest.raises(InputError):
         load_spec(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "none"])
+def test_every_codec_and_long_ids_read_back_through_the_shard_reader(tmp_path, codec):
+    key = "sub-" + "x" * 120  # member names over 100 characters: tar needs PAX headers
+    arrays, meta = _sample(key)
+    members = encode_sample(key, arrays, meta, codec)
+    writer = TarShardWriter(tmp_path, "train", target_bytes=1 << 30)
+    record = SampleRecord(
+        key=key, subject_id=key, row=0, crc32c=sample_checksum(members), nbytes=0
+    )
+    writer.add(members, record)
+    shard = writer.close()
+    with tarfile.open(tmp_path / shard.name) as tf:
+        assert tf.getmembers()[0].pax_headers["path"].startswith(key)
+    (read,) = read_shard(str(tmp_path / shard.name), shard)
+    assert read.sample.key == key
+    for name, arr in arrays.items():
+        assert np.array_equal(getattr(read.sample, name), arr)

@@ -158,13 +158,18 @@ def _damage(root: Path) -> tuple[ShardManifest, int]:
     """Truncate train shard 0 inside its second sample; overwrite the tar header of the
     second sample in train shard 1. Returns (manifest, samples lost = 2)."""
     manifest = ShardManifest.from_json((root / MANIFEST_NAME).read_bytes())
-    first, second = (root / s.name for s in manifest.shards_of("train"))
-    offsets = _member_offsets(first)
+    shards = manifest.shards_of("train")
+    first, second = (root / s.name for s in shards)
+
+    def second_sample(path: Path, shard) -> list[int]:
+        """Offsets of the members of the shard's second sample."""
+        key = shard.samples[1].key
+        return [offset for name, offset in _member_offsets(path) if name.startswith(key + ".")]
+
     with open(first, "r+b") as f:
-        f.truncate(offsets[7][1] + 100)  # members 5.. are sample 2; cut inside its 3rd
-    header = _member_offsets(second)[5][1]  # first member of the shard's second sample
+        f.truncate(second_sample(first, shards[0])[2] + 100)  # inside its 3rd member
     with open(second, "r+b") as f:
-        f.seek(header)
+        f.seek(second_sample(second, shards[1])[0])  # its first member's header
         f.write(np.random.default_rng(0).bytes(512))
     return manifest, 2
 

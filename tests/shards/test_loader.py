@@ -1,0 +1,101 @@
+"""The worker pool of ShardLoader: persistent workers, errors and deaths raised in the
+consumer, early stops, spawn, and the stream under a plain torch DataLoader."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from adsys.shards.loader import make_loader
+from adsys.shards.schema import MANIFEST_NAME, ShardManifest
+from adsys.shards.stream import CorruptShardError, ShardStream
+
+pytestmark = pytest.mark.ray  # uses the session's Ray-built shards
+
+
+def _slices(batches) -> list[tuple[str, int, int]]:
+    return [
+        (s, int(z), int(k))
+        for b in batches
+        for s, z, k in zip(b["subject_id"], b["slice_index"], b["variant_index"], strict=True)
+    ]
+
+
+def _resampled(source, **kw) -> ShardStream:
+    return ShardStream(source, split="train", batch_size=8, resampled=True, steps_per_epoch=6, **kw)
+
+
+def test_persistent_workers_serve_every_epoch_and_stop_on_close(built):
+    loader = make_loader(_resampled(built.out), num_workers=2)
+    draws = []
+    for epoch in (0, 1, 0):
+        loader.set_epoch(epoch)
+        draws.append(_slices(loader))
+        if epoch == 0 and len(draws) == 1:
+            pids = [p.pid for p in loader._workers.procs]
+    assert [p.pid for p in loader._workers.procs] == pids  # the same processes throughout
+    assert draws[0] == draws[2] != draws[1]  # an epoch's draws depend on its number only
+    fresh = make_loader(_resampled(built.out), num_workers=2, persistent_workers=False)
+    fresh.set_epoch(1)
+    assert _slices(fresh) == draws[1] and fresh._workers is None  # same batches, no workers
+    procs = loader._workers.procs
+    loader.close()
+    assert not any(p.is_alive() for p in procs)
+
+
+def test_an_epoch_stopped_early_stops_its_workers_and_the_next_starts_afresh(built):
+    loader = make_loader(_resampled(built.out), num_workers=2)
+    whole = _slices(loader)
+    it = iter(loader)
+    first = next(it)
+    procs = loader._workers.procs
+    it.close()  # the consumer leaves mid-epoch: workers may be blocked mid-batch
+    assert not any(p.is_alive() for p in procs)
+    assert _slices([first]) == whole[:8]
+    assert _slices(loader) == whole
+    loader.close()
+
+
+def test_a_worker_error_is_raised_in_the_consumer_with_its_type(copy_build):
+    manifest = ShardManifest.from_json((copy_build / MANIFEST_NAME).read_bytes())
+    shard = copy_build / manifest.shards_of("train")[0].name
+    data = bytearray(shard.read_bytes())
+    data[512 + 40] ^= 0xFF  # inside the first member's payload
+    shard.write_bytes(bytes(data))
+    stream = ShardStream(copy_build, split="train", mode="volumes", batch_size=1)
+    with pytest.raises(CorruptShardError, match="checksum mismatch") as info:
+        list(make_loader(stream, num_workers=2))
+    assert any("raised in shard loader worker" in note for note in info.value.__notes__)
+
+
+def test_a_killed_worker_is_reported_not_waited_for(built):
+    loader = make_loader(_resampled(built.out), num_workers=2, prefetch_factor=1)
+    it = iter(loader)
+    next(it)
+    os.kill(loader._workers.procs[1].pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match=r"worker 1 .* exit code -9"):
+        list(it)
+    assert _slices(loader)  # the next epoch starts new workers
+    loader.close()
+
+
+def test_spawned_workers_give_the_same_batches(built):
+    stream = _resampled(built.out)
+    forked = _slices(make_loader(stream, num_workers=2, persistent_workers=False))
+    spawned = make_loader(stream, num_workers=2, multiprocessing_context="spawn")
+    assert _slices(spawned) == forked
+    spawned.close()
+
+
+def test_the_stream_also_works_under_a_plain_dataloader(built):
+    stream = ShardStream(built.out, split="train", mode="slices", batch_size=8)
+    ours = Counter(s[:2] for s in _slices(stream))  # in-process: every slice once
+    plain = DataLoader(stream, batch_size=None, num_workers=2)
+    batches = list(plain)  # split by DataLoader worker (variant draws differ per worker)
+    assert all(b["image"].dtype == torch.float32 for b in batches)
+    assert Counter(s[:2] for s in _slices(batches)) == ours
