@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import math
 import multiprocessing
+import os
 import traceback
 import weakref
 from collections.abc import Iterator
@@ -30,8 +30,6 @@ import numpy as np
 import torch
 
 from adsys.shards.stream import FIELDS, ShardStream, _Stacker, _to_torch
-
-log = logging.getLogger(__name__)
 
 _ALIGN = 64  # byte alignment of the arrays in a ring slot
 _POLL = 1.0  # seconds between liveness checks of a worker the consumer waits for
@@ -125,14 +123,16 @@ def _work(
     it waits for the next command, so the consumer can still fetch the shared memory of
     batches sent the ordinary way."""
     torch.set_num_threads(1)
-    wait = ring.wait
+    wait, parent = ring.wait, os.getppid()
     try:
         while (epoch := commands.recv()) is not None:
             stream.set_epoch(epoch)
             ring.wait = wait
             try:
                 for batch in stream.batches(worker, n_workers, ring):
-                    credits.acquire()
+                    while not credits.acquire(timeout=_POLL):
+                        if os.getppid() != parent:
+                            return  # the consumer died (e.g. SIGKILL): do not linger
                     results.send(batch)
                 results.send(_DONE)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
@@ -168,10 +168,17 @@ class _Workers:
             )  # fmt: skip
             for w in range(n)
         ]
-        for w, proc in enumerate(self.procs):
-            proc.start()
-            self.commands[w][0].close()
-            self.results[w][1].close()
+        try:
+            for proc in self.procs:
+                proc.start()
+        except BaseException:  # e.g. a stream that does not pickle for spawn
+            for proc in self.procs:
+                if proc.is_alive():
+                    proc.terminate()
+            raise
+        for (recv, _), (_, send) in zip(self.commands, self.results, strict=True):
+            recv.close()  # the workers' ends
+            send.close()
         sends = [send for _, send in self.commands]
         self._close = weakref.finalize(self, _stop, self.procs, sends, self.results, False)
 

@@ -80,8 +80,14 @@ def load_shard_manifest(source: str | Path) -> tuple[ShardManifest, str]:
 
 
 def _read_exact(stream: Any, size: int) -> bytes:
-    """Exactly ``size`` bytes of ``stream`` (one read, one copy), or EOFError."""
+    """Exactly ``size`` bytes of ``stream`` (one read and one copy from a file), or
+    EOFError at the end of the data."""
     data = stream.read(size)
+    if len(data) < size:  # raw pipes and sockets may return less per read
+        parts = [data]
+        while (got := sum(map(len, parts))) < size and (more := stream.read(size - got)):
+            parts.append(more)
+        data = b"".join(parts)
     if len(data) != size:
         raise EOFError(f"unexpected end of data ({len(data)} of {size} bytes)")
     return data
@@ -89,7 +95,7 @@ def _read_exact(stream: Any, size: int) -> bytes:
 
 def _skip(stream: Any, size: int) -> bytes:
     """Skip ``size`` bytes of ``stream`` (seek where it can); ``b""``."""
-    if stream.seekable():
+    if getattr(stream, "seekable", lambda: False)():
         stream.seek(size, 1)
     else:
         while size:

@@ -99,3 +99,22 @@ def test_the_stream_also_works_under_a_plain_dataloader(built):
     batches = list(plain)  # split by DataLoader worker (variant draws differ per worker)
     assert all(b["image"].dtype == torch.float32 for b in batches)
     assert Counter(s[:2] for s in _slices(batches)) == ours
+
+
+def test_pipe_urls_read_like_local_files(built):
+    """Shards behind a ``pipe:`` URL (a non-seekable stream): with more consumers than
+    shards, each skips the samples of the others without seeking."""
+    total = Counter(s.subject_id for sh in built.manifest.shards_of("train") for s in sh.samples)
+    seen: Counter = Counter()
+    for rank in range(4):
+        stream = ShardStream(
+            built.out,
+            split="train",
+            mode="volumes",
+            batch_size=1,
+            rank=rank,
+            world_size=4,
+            shard_url=f"pipe:cat {built.out}/{{name}}",
+        )
+        seen.update(sid for b in stream for sid in b["subject_id"])
+    assert seen == total
