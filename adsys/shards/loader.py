@@ -332,22 +332,8 @@ def _receive(w: int, conn: Any, proc: Any) -> Any:
     return msg
 
 
-def make_loader(
-    stream: ShardStream,
-    *,
-    num_workers: int = 2,
-    pin_memory: bool = False,
-    prefetch_factor: int = 2,
-    persistent_workers: bool = True,
-    multiprocessing_context: str | None = None,
-) -> ShardLoader:
-    """A :class:`ShardLoader` over ``stream`` with ``num_workers`` worker processes. Call
-    ``loader.set_epoch(e)`` before each epoch's ``iter``."""
-    return ShardLoader(
-        stream,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        prefetch_factor=prefetch_factor,
-        persistent_workers=persistent_workers,
-        multiprocessing_context=multiprocessing_context,
-    )
+def make_loader(stream: ShardStream, **options: Any) -> ShardLoader:
+    """A :class:`ShardLoader` over ``stream`` (``options``: its keyword arguments; two
+    persistent workers by default). Call ``loader.set_epoch(e)`` before each epoch's
+    ``iter``."""
+    return ShardLoader(stream, **options)

@@ -15,7 +15,7 @@ A *sample* is one subject (voxel order (x, y, z), RAS+, on its preprocessed grid
                                       once decoded; a separate member so that a stream,
                                       which never replays, does not parse them)
 
-How a tar shard stores them (schema version 2), for a fast slice stream:
+How a tar shard stores them (schema version 3), for a fast slice stream:
 
 * **Axial-slice-major**: each volume's ``.npy`` holds the (z, x, y) C-order array, so an
   axial slice is one contiguous (x, y) block that batches copy without a transpose;
