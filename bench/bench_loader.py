@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             min_brain_fraction=args.min_brain_fraction,
             dtype=dtype,
         )
-        return make_loader(stream, num_workers=args.workers, persistent_workers=True)
+        return make_loader(stream, num_workers=args.workers)  # workers persist across epochs
 
     with tempfile.TemporaryDirectory() as tmp:
         subjects = export_nifti(store, args.split, Path(tmp))

@@ -134,9 +134,7 @@ def encode_array(array: np.ndarray, codec: Codec, level: int = 3) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     raw = buf.getvalue()
-    if codec == "lz4":
-        return LZ4(acceleration=1).encode(raw)
-    return Zstd(level=level).encode(raw) if codec == "zstd" else raw
+    return raw if codec == "none" else _compressor(codec, level).encode(raw)
 
 
 def decode_array(data: bytes, codec: Codec) -> np.ndarray:
@@ -145,7 +143,7 @@ def decode_array(data: bytes, codec: Codec) -> np.ndarray:
     Parses the ``.npy`` header itself and refuses object dtypes, so no pickle path exists.
     """
     try:
-        raw = {"lz4": LZ4().decode, "zstd": Zstd().decode}[codec](data) if codec != "none" else data
+        raw = data if codec == "none" else _compressor(codec).decode(data)
         start = _npy_header_end(raw)
         shape, fortran, dtype = _npy_header(bytes(raw[:start]))
     except (ValueError, RuntimeError) as exc:
@@ -155,6 +153,11 @@ def decode_array(data: bytes, codec: Codec) -> np.ndarray:
         raise ShardFormatError(f".npy payload size does not match its header {shape} {dtype}")
     arr = np.frombuffer(raw, dtype=dtype, count=count, offset=start)
     return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _compressor(codec: Codec, level: int = 3) -> LZ4 | Zstd:
+    """The numcodecs codec of a compressed member (``level``: zstd's, for encoding)."""
+    return LZ4(acceleration=1) if codec == "lz4" else Zstd(level=level)
 
 
 def _npy_header_end(raw: bytes) -> int:
