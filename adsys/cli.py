@@ -88,9 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     from adsys.infer import cli as infer_cli
     from adsys.shards import cli as shards_cli
     from adsys.synth import cli as synth_cli
+    from adsys.train import cli as train_cli
 
     synth_cli.add_parser(sub)
     shards_cli.add_parser(sub)
+    train_cli.add_parser(sub)
     infer_cli.add_parser(sub)
     return parser
 

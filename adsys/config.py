@@ -46,6 +46,46 @@ def load_yaml_config(cls: type[C], path: str | Path, overrides: dict[str, Any] |
         raise InputError(path, f"invalid {cls.__name__}:\n{exc}", "correct the keys above") from exc
 
 
+def deep_merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Later layers override earlier ones key by key; nested mappings merge recursively
+    (a preset < a YAML file < flags). Inputs are not modified."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def dotted_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["a.b=1", "c=[2, 3]"]`` → ``{"a": {"b": 1}, "c": [2, 3]}``; values are YAML."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise InputError(None, f"--set {pair!r} is not KEY=VALUE", "write e.g. --set lr=3e-4")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(text)
+    return out
+
+
+def error_line(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic error as one line: ``where: what`` for each problem, joined by ``; ``
+    (``prefix`` goes before each location, e.g. ``"method_config."``)."""
+    parts = []
+    for err in exc.errors():
+        where = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else ""
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        what = what.removeprefix("Value error, ")
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts)
+
+
 GpuSetting = Literal["auto", "true", "false"]
 
 

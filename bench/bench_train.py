@@ -30,13 +30,13 @@ import torch
 
 from adsys.demo import write_demo_cohort
 from adsys.methods import build_method
+from adsys.seeding import generator
 from adsys.shards.build import build_shards
 from adsys.shards.spec import load_spec
-from adsys.train.config import TrainConfig
+from adsys.train.config import TrainConfig, resolve_config
 from adsys.train.data import train_batches
 from adsys.train.ema import EMA
-from adsys.train.job import resolve_config, run_training
-from adsys.train.loop import rank_seed
+from adsys.train.job import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,10 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 def plain_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
     """Steady-state steps/s of a single-process loop doing the same work per step."""
     torch.manual_seed(cfg.seed)
-    method = build_method(cfg.method, cfg.method_config)
+    method = build_method(cfg.method, cfg.method_spec())
     opt = torch.optim.Adam(method.parameters(), lr=cfg.lr)
     ema = EMA(method, cfg.ema_decay)
-    gen = torch.Generator().manual_seed(rank_seed(cfg.seed, "train", 0))
+    gen = generator("train", cfg.seed, 0)
     batches = train_batches(cfg, 0, 1)
     t0 = None
     for step in range(steps):

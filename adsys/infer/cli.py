@@ -20,16 +20,22 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                    help="cohort store (shard build folder / cohort.zarr) or manifest CSV")
     p.add_argument("--out", type=Path, help="output folder")
     p.add_argument("--splits", nargs="+", help="splits to run (default: val test)")
-    p.add_argument("--protocol", help=f"{PROTOCOL_HELP}; default behrendt")
+    p.add_argument("--protocol", help=f"{PROTOCOL_HELP}; default: the models' recipe")
     p.add_argument("--threshold", help="val | val-fpr=0.05 | a number | none (default val)")
-    p.add_argument("--map", dest="map_kind", choices=["l1", "ssim", "shift"])
-    p.add_argument("--ssim-data-range", type=float, help="255 reproduces UPD/ICDM")
+    p.add_argument("--map", dest="map_kind", choices=["l1", "ssim", "shift", "method"],
+                   help="anomaly map (default: the models' recipe)")
+    p.add_argument("--ssim-data-range", type=float, help="255 reproduces the UPD benchmark")
     p.add_argument("--roi", type=int, nargs="+", help="window size (default: whole slice)")
     p.add_argument("--overlap", type=float)
     p.add_argument("--overlap-mode", choices=["monai", "step"])
     p.add_argument("--blend", choices=["gaussian", "constant"])
     p.add_argument("--sw-batch-size", type=int)
     p.add_argument("--foreground-weight", action="store_true", default=None)
+    p.add_argument("--t-values", type=int, nargs="+",
+                   help="diffusion steps (0-based) the restoration uses (default: the recipe)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
+                   help="any InferConfig key, dotted for nested ones, value as YAML (e.g. "
+                        "--set inference.window.overlap=0.5); repeatable")
     p.add_argument("--seed", type=int)
     p.add_argument("--num-workers", type=int, help="actors (one GPU each on GPU clusters)")
     p.add_argument("--cpus-per-worker", type=int)
@@ -46,33 +52,45 @@ def config_from_args(args: argparse.Namespace):
     import yaml
     from pydantic import ValidationError
 
+    from adsys.config import deep_merge, dotted_overrides, error_line
     from adsys.errors import InputError
     from adsys.infer.config import InferConfig
 
     base: dict[str, Any] = yaml.safe_load(args.config.read_text()) if args.config else {}
-    base = dict(base or {})
     flags = {
         "models": args.models, "cohort": args.cohort, "out": args.out,
-        "splits": tuple(args.splits) if args.splits else None, "protocol": args.protocol,
+        "splits": tuple(args.splits) if args.splits else None,
         "threshold": args.threshold, "seed": args.seed, "num_workers": args.num_workers,
         "cpus_per_worker": args.cpus_per_worker, "use_gpu": args.use_gpu,
         "batch_size": args.batch_size, "native": args.native, "zarr": args.zarr,
         "overlays": args.overlays,
     }
-    base.update({k: v for k, v in flags.items() if v is not None})
-    mapping = {"kind": args.map_kind, "ssim_data_range": args.ssim_data_range}
-    window = {"roi": tuple(args.roi) if args.roi else None, "overlap": args.overlap,
-              "overlap_mode": args.overlap_mode, "mode": args.blend,
-              "sw_batch_size": args.sw_batch_size, "foreground_weight": args.foreground_weight}
-    for key, values in (("map", mapping), ("window", window)):
-        given = {k: v for k, v in values.items() if v is not None}
-        if given:
-            base[key] = {**base.get(key, {}), **given}
+    recipe = {
+        "protocol": args.protocol,
+        "t_values": tuple(args.t_values) if args.t_values else None,
+        "map": {"kind": args.map_kind, "ssim_data_range": args.ssim_data_range},
+        "window": {"roi": tuple(args.roi) if args.roi else None, "overlap": args.overlap,
+                   "overlap_mode": args.overlap_mode, "mode": args.blend,
+                   "sw_batch_size": args.sw_batch_size,
+                   "foreground_weight": args.foreground_weight},
+    }
+    merged = deep_merge(base or {}, dotted_overrides(args.settings),
+                        _given(flags), {"inference": _given(recipe)})
     try:
-        return InferConfig.model_validate(base)
+        return InferConfig.model_validate(merged)
     except ValidationError as exc:
-        raise InputError(args.config, f"invalid inference settings:\n{exc}",
-                         "pass --model and --cohort (or set them in --config)") from exc
+        raise InputError(args.config, f"invalid inference settings: {error_line(exc)}",
+                         "pass --model and --cohort (or set them in --config)") from None
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the unset (``None``) entries, nested mappings included."""
+    out = {}
+    for k, v in values.items():
+        v = _given(v) if isinstance(v, dict) else v
+        if v is not None and v != {}:
+            out[k] = v
+    return out
 
 
 def run_from_args(args: argparse.Namespace) -> int:

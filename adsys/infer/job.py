@@ -2,8 +2,10 @@
 
 :func:`run_inference` (Ray must be initialised):
 
-1. reads the models' ``config.json`` (their recorded preprocessing, for a manifest cohort)
-   and lists the cohort's subjects of the requested splits;
+1. reads the models' ``config.json``, applies the run's recipe overrides (validated here,
+   before any work) and finds the ensemble's recipe (map, window, protocol: recorded in
+   ``run.json`` with each model's config as used), takes their recorded preprocessing (for a
+   manifest cohort) and lists the cohort's subjects of the requested splits;
 2. when the threshold comes from the validation split (``threshold: val`` or
    ``val-fpr=…``), runs the ``val`` subjects first and chooses the threshold on their pooled
    maps (:func:`adsys.metrics.protocols.choose_cohort_threshold`);
@@ -20,7 +22,6 @@ re-run or a killed run only computes what is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ from adsys.infer.sources import open_source
 from adsys.io.nifti import sha256_file
 from adsys.metrics.protocols import choose_cohort_threshold, get_protocol, summarize
 from adsys.preprocess.cohort import write_json_atomic
-from adsys.train.export import CONFIG, WEIGHTS
+from adsys.infer.scorer import ensemble_recipe
+from adsys.methods.export import WEIGHTS, exported_config, read_record
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +79,15 @@ class InferResult:
         return self.out / "summary.json"
 
 
-def model_records(paths: list[Path]) -> list[dict[str, Any]]:
-    """Each exported model's ``config.json`` plus the sha256 of its weights."""
+def model_records(paths: list[Path], inference: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each exported model's ``config.json`` record with its method config as this run uses
+    it (the ``inference`` overrides applied and validated), plus its weights' sha256."""
     out = []
     for p in paths:
-        p = Path(p)
-        cfg_path = p / CONFIG
-        if not cfg_path.is_file():
-            raise InputError(p, f"not an exported model folder ({CONFIG} missing)",
-                             "pass the export/ folder of a training run (--model)")
-        out.append({"config": json.loads(cfg_path.read_text(encoding="utf-8")),
-                    "weights_sha256": sha256_file(p / WEIGHTS)})
+        record = read_record(p)
+        used = exported_config(record, inference, p).model_dump(mode="json")
+        out.append({"config": {**record, "config": used},
+                    "weights_sha256": sha256_file(Path(p) / WEIGHTS)})
     return out
 
 
@@ -148,17 +148,19 @@ def run_inference(config: InferConfig, *, progress: bool = True) -> InferResult:
     t0 = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = model_records(config.models)
+    records = model_records(config.models, config.inference)
+    recipe = ensemble_recipe([exported_config(r["config"]) for r in records])
     preprocess = shared_preprocess([r["config"] for r in records])
     digest = config.scoring_digest(records)
-    protocol = get_protocol(config.protocol)
+    protocol = get_protocol(recipe.protocol)
     source = open_source(config.cohort, preprocess)
     subjects = source.subjects(config.splits)
     if not subjects:
         raise InputError(config.cohort, f"no subjects of splits {list(config.splits)}",
                          "pick splits the cohort has (--splits) or check its split column")
     run = {**config.model_dump(mode="json"), "digest": digest, "adsys_version": __version__,
-           "model_configs": [r["config"] for r in records], "score_range": config.map.score_range}
+           "model_configs": [r["config"] for r in records],
+           "recipe": recipe.model_dump(mode="json"), "score_range": recipe.map.score_range}
     write_json_atomic(out / "run.json", run)
     if config.zarr:
         import zarr

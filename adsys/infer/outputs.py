@@ -6,7 +6,8 @@ Layout of ``OUT``::
     OUT/subjects/<id>/image.nii.gz            model input, preprocessed grid (float32)
     OUT/subjects/<id>/mask.nii.gz             brain mask (uint8)
     OUT/subjects/<id>/seg.nii.gz              ground-truth lesions (uint8), when known
-    OUT/subjects/<id>/reconstruction.nii.gz   the (ensemble mean) reconstruction
+    OUT/subjects/<id>/reconstruction.nii.gz   the (ensemble mean) reconstruction (none for a
+                                              method's own map, map kind ``method``)
     OUT/subjects/<id>/anomaly_map.nii.gz      raw anomaly map
     OUT/subjects/<id>/anomaly_map_pp.nii.gz   the map post-processed by the run's protocol
     OUT/subjects/<id>/native/anomaly_map.nii.gz, native/anomaly_map_pp.nii.gz
@@ -113,7 +114,7 @@ def _write_zarr(out: Path, subject_id: str, arrays: dict[str, np.ndarray],
 def write_subject(
     out: Path,
     data: SubjectData,
-    reconstruction: np.ndarray,
+    reconstruction: np.ndarray | None,
     raw_map: np.ndarray,
     pp_map: np.ndarray,
     score: SubjectScore,
@@ -134,10 +135,13 @@ def write_subject(
     volumes: list[tuple[str, np.ndarray, type]] = [
         ("image.nii.gz", data.image, np.float32),
         ("mask.nii.gz", data.mask, np.uint8),
-        ("reconstruction.nii.gz", reconstruction, np.float32),
         (MAP, raw_map, np.float32),
         (MAP_PP, pp_map, np.float32),
     ]
+    maps = {"anomaly_map": raw_map, "anomaly_map_pp": pp_map}
+    if reconstruction is not None:
+        volumes.append(("reconstruction.nii.gz", reconstruction, np.float32))
+        maps["reconstruction"] = reconstruction
     if data.seg is not None:
         volumes.append(("seg.nii.gz", data.seg, np.uint8))
     files = []
@@ -154,9 +158,7 @@ def write_subject(
                      data.mask, title=data.subject_id)
         files.append("overlay.png")
     if zarr_output:
-        _write_zarr(out, data.subject_id, {"reconstruction": reconstruction,
-                                           "anomaly_map": raw_map, "anomaly_map_pp": pp_map},
-                    affine)
+        _write_zarr(out, data.subject_id, maps, affine)
     write_json_atomic(folder / "preprocess.json", data.record)
     _write_npz_atomic(folder / SCORES, score.arrays())
     files += ["preprocess.json", SCORES]

@@ -25,7 +25,7 @@ from adsys.infer.outputs import write_subject
 from adsys.infer.scorer import VolumeScorer
 from adsys.infer.sources import SubjectData, open_source
 from adsys.metrics.protocols import Protocol, get_protocol, score_subject
-from adsys.train.export import load_exported
+from adsys.methods.export import load_exported
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def process_subject(
         protocol, raw, data.image, data.mask, data.seg, rec,
         subject_id=data.subject_id, split=data.split,
         threshold=threshold if data.seg is not None else None,
-        score_range=config.map.score_range, seed=config.seed,
+        score_range=scorer.recipe.map.score_range, seed=config.seed,
     )
     t2 = time.perf_counter()
     return write_subject(
@@ -82,10 +82,11 @@ class SubjectPredictor:
         self.config = InferConfig.model_validate(config)
         torch.set_num_threads(self.config.cpus_per_worker)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        models = [load_exported(Path(p), self.device)[0] for p in self.config.models]
-        self.scorer = VolumeScorer(models, self.config, self.device)
+        models = [load_exported(Path(p), self.device, self.config.inference)[0]
+                  for p in self.config.models]
+        self.scorer = VolumeScorer(models, self.config.seed, self.device)
         self.source = open_source(self.config.cohort, preprocess)
-        self.protocol = get_protocol(self.config.protocol)
+        self.protocol = get_protocol(self.scorer.recipe.protocol)
         self.digest = digest
         self.threshold = threshold
 

@@ -23,14 +23,15 @@ def _pick_slice(pp_map: np.ndarray, seg: np.ndarray | None, mask: np.ndarray) ->
 def save_overlay(
     path: Path,
     image: np.ndarray,
-    reconstruction: np.ndarray,
+    reconstruction: np.ndarray | None,
     pp_map: np.ndarray,
     seg: np.ndarray | None,
     mask: np.ndarray,
     *,
     title: str = "",
 ) -> Path:
-    """Input | reconstruction | anomaly map of one axial slice, GT contour in red; atomic.
+    """Input | reconstruction (when there is one) | anomaly map of one axial slice, GT
+    contour in red; atomic.
 
     Volumes are (x, y, z) RAS+; the slice is shown with x to the right and y up.
     """
@@ -40,13 +41,12 @@ def save_overlay(
     import matplotlib.pyplot as plt
 
     z = _pick_slice(pp_map, seg, mask)
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), dpi=100)
     vmax = float(np.percentile(pp_map[..., z], 99.5)) or 1.0
-    panels = (
-        ("input", image[..., z], "gray", 0.0, 1.0),
-        ("reconstruction", reconstruction[..., z], "gray", 0.0, 1.0),
-        ("anomaly map", pp_map[..., z], "inferno", 0.0, vmax),
-    )
+    panels = [("input", image[..., z], "gray", 0.0, 1.0)]
+    if reconstruction is not None:
+        panels.append(("reconstruction", reconstruction[..., z], "gray", 0.0, 1.0))
+    panels.append(("anomaly map", pp_map[..., z], "inferno", 0.0, vmax))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4), dpi=100)
     for ax, (name, data, cmap, lo, hi) in zip(axes, panels, strict=True):
         ax.imshow(data.T, origin="lower", cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
         if seg is not None and np.any(seg[..., z]):

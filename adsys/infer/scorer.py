@@ -1,23 +1,27 @@
 """Turn one preprocessed volume into a reconstruction and a raw anomaly map.
 
-A :class:`VolumeScorer` holds the exported models (an ensemble when several) and runs them
-through :func:`adsys.scoring.sliding_window_ensemble`: 2D models see the volume's axial
-slices ``(Z, 1, X, Y)``, 3D models the volume ``(1, 1, X, Y, Z)``. Each model is one
-ensemble member; its ``restore`` already averages its own t values (cDDPM: the mean of the
-one-step reconstructions at t ∈ {250, 500, 750}). Every member draws its noise from a
-generator seeded by ``(seed, subject id, member index)``, so a subject's map does not depend
-on which worker or in which order it was computed.
+A :class:`VolumeScorer` holds the loaded methods (an ensemble when several) and runs them
+through :func:`adsys.scoring.sliding_window_ensemble` as their inference recipe says
+(:func:`ensemble_recipe`): 2D methods see the volume's axial slices ``(Z, 1, X, Y)``, 3D
+methods the volume ``(1, 1, X, Y, Z)``. Each model is one ensemble member; its ``restore``
+already averages its own ``t_values``. With map kind ``method`` the members' own
+``anomaly_map`` is blended instead and there is no reconstruction. Every member draws its
+noise from a generator seeded by (seed, subject id, member index) — seeding domain
+``member`` — so a subject's map does not depend on which worker or in which order it was
+computed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import numpy as np
 import torch
 
-from adsys.infer.config import InferConfig
+from adsys.errors import InputError
+from adsys.methods.base import InferenceRecipe, Method, MethodConfig
 from adsys.scoring import (
     l1_residual,
     shift_tolerant_residual,
@@ -26,36 +30,52 @@ from adsys.scoring import (
     ssim_anomaly_map,
     volume_to_slices,
 )
+from adsys.seeding import generator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VolumeScorer", "member_seed"]
+__all__ = ["VolumeScorer", "ensemble_recipe"]
+
+_SHARED = ("map", "window", "protocol")  # recipe keys one ensemble must agree on
 
 
-def member_seed(seed: int, subject_id: str, member: int) -> int:
-    """A 63-bit seed for one ensemble member on one subject (stable across runs)."""
-    words = [int(seed), member, *subject_id.encode()]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+def ensemble_recipe(configs: list[MethodConfig]) -> InferenceRecipe:
+    """The recipe an ensemble of methods runs with: their map, window and protocol, which
+    must agree (each member keeps its own ``t_values``), and one spatial dimensionality."""
+    first = configs[0]
+    for key in _SHARED:
+        values = {json.dumps(getattr(c.inference, key), default=_dump, sort_keys=True)
+                  for c in configs}
+        if len(values) > 1:
+            raise InputError(None, f"the ensemble's models disagree on inference.{key}: "
+                             f"{sorted(values)}", f"set inference.{key} for the run")
+    dims = {c.data.dims for c in configs}
+    if len(dims) != 1:
+        raise InputError(None, f"an ensemble must be all 2D or all 3D models, got {dims}",
+                         "pass models of one dimensionality")
+    return first.inference
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(mode="json")
 
 
 class VolumeScorer:
-    """``scorer(image, subject_id) -> (reconstruction, raw_map)``, numpy (x, y, z) float32.
+    """``scorer(image, subject_id) -> (reconstruction, raw_map)``, numpy (x, y, z) float32;
+    the reconstruction is ``None`` for map kind ``method``.
 
     Args:
-        models: restoration methods (``restore(images, generator)`` on (B, 1, *spatial) in
-            [0, 1]), all 2D or all 3D, on ``device``.
-        config: the run's :class:`InferConfig` (map and window settings, seed).
+        models: methods (:class:`~adsys.methods.base.Method`) on ``device``, with the
+            recipes they run with (overrides applied when they were loaded).
+        seed: the run's seed (members' noise).
         device: where the models run.
     """
 
-    def __init__(self, models: list[torch.nn.Module], config: InferConfig,
-                 device: torch.device) -> None:
-        dims = {m.config.unet.dims for m in models}
-        if len(dims) != 1:
-            raise ValueError(f"an ensemble must be all 2D or all 3D models, got dims {dims}")
+    def __init__(self, models: list[Method], seed: int, device: torch.device) -> None:
+        self.recipe = ensemble_recipe([m.config for m in models])
         self.models = models
-        self.dims = dims.pop()
-        self.config = config
+        self.dims = models[0].config.data.dims
+        self.seed = seed
         self.device = device
 
     def _inputs(self, image: np.ndarray) -> torch.Tensor:
@@ -67,7 +87,7 @@ class VolumeScorer:
         return vol.float().cpu().numpy()
 
     def _map(self, x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
-        cfg = self.config.map
+        cfg = self.recipe.map
         if cfg.kind == "ssim":
             return ssim_anomaly_map(x, rec, spatial_dims=self.dims,
                                     data_range=cfg.ssim_data_range, padding=cfg.ssim_padding)
@@ -77,17 +97,19 @@ class VolumeScorer:
         return l1_residual(x, rec)
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, subject_id: str) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, subject_id: str
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         x = self._inputs(image)
-        gens = [
-            torch.Generator().manual_seed(member_seed(self.config.seed, subject_id, i))
-            for i in range(len(self.models))
-        ]
+        gens = [generator("member", self.seed, subject_id, i) for i in range(len(self.models))]
+        kind = self.recipe.map.kind
 
         def predictor(windows: torch.Tensor, member: int) -> torch.Tensor:
-            return self.models[member].restore(windows, gens[member]).to(windows.dtype)
+            model = self.models[member]
+            run = model.anomaly_map if kind == "method" else model.restore
+            return run(windows, gens[member]).to(windows.dtype)
 
-        w = self.config.window
+        w = self.recipe.window
         roi = w.roi if w.roi is not None else (-1,) * self.dims
         window_args: dict[str, Any] = {
             "overlap": w.overlap, "overlap_mode": w.overlap_mode, "mode": w.mode,
@@ -95,9 +117,13 @@ class VolumeScorer:
             "foreground_weight": w.foreground_weight,
         }
         members = list(range(len(self.models)))
-        if self.config.map.kind == "l1":  # the fused kernel forms the residual itself
+        if kind == "method":  # the members' own maps, blended and averaged
+            out = sliding_window_ensemble(x, predictor, roi, members=members,
+                                          reduce="prediction", **window_args)
+            return None, self._volume(out.map)
+        if kind == "l1":  # the fused kernel forms the residual itself
             out = sliding_window_ensemble(
-                x, predictor, roi, members=members, reduce=self.config.map.ensemble,
+                x, predictor, roi, members=members, reduce=self.recipe.map.ensemble,
                 return_reconstruction=True, **window_args,
             )
             return self._volume(out.reconstruction), self._volume(out.map)
@@ -107,7 +133,7 @@ class VolumeScorer:
             for m in members
         ]
         mean_rec = torch.stack(recs).mean(0)
-        if self.config.map.ensemble == "reconstruction_mean":
+        if self.recipe.map.ensemble == "reconstruction_mean":
             raw = self._map(x, mean_rec)
         else:
             raw = torch.stack([self._map(x, r) for r in recs]).mean(0)

@@ -2,30 +2,37 @@
 
 ``ddpm`` plus a ResNet encoder of the clean input whose vector (d = 512 as the public code;
 the paper's 128 via ``encoder.out_dim``) is embedded and concatenated to the time embedding,
-feeding FiLM in every ResBlock; the encoder trains jointly. Training inputs get torchio
+feeding FiLM in every ResBlock; the encoder trains jointly. Training batches get torchio
 intensity augmentation (RandomGamma p 0.5, RandomBiasField 0.25, RandomBlur 0.25,
-RandomGhosting 0.5). Restoration: the mean of one-step x0 at t ∈ {250, 500, 750}, with a
-fresh simplex map per t and the encoder vector of the (clean) input.
+RandomGhosting 0.5) as the data spec's online corruption, made in the loader's workers;
+validation batches stay clean. Restoration: the mean of one-step x0 at steps 249, 499 and 749
+(the code's t = 250, 500, 750, 1-based), with a fresh simplex map per t and the encoder
+vector of the (clean) input.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import torch
-import torchio as tio
 from pydantic import model_validator
 
+from adsys.config import deep_merge
+from adsys.methods import register
+from adsys.methods.base import CorruptionSpec, DataSpec, InferenceRecipe
 from adsys.methods.ddpm import DDPM, DDPMConfig
-from adsys.nn import ResNetEncoder, ResNetEncoderConfig
-from adsys.nn.unet import UNetConfig
+from adsys.nn import ResNetEncoder, ResNetEncoderConfig, UNetConfig
+
+__all__ = ["CDDPM", "CDDPMConfig"]
 
 
 class CDDPMConfig(DDPMConfig):
-    method: Literal["cddpm"] = "cddpm"  # type: ignore[assignment]
+    """:class:`DDPMConfig` + ``encoder``; ``unet.cond_dim`` follows ``encoder.out_dim``."""
+
+    method: str = "cddpm"
     encoder: ResNetEncoderConfig = ResNetEncoderConfig(out_dim=512)
-    t_ensemble: tuple[int, ...] | None = (250, 500, 750)
-    augment: bool = True
+    data: DataSpec = DataSpec(
+        fields=("image", "mask"), corruption=CorruptionSpec(name="intensity_augmentation")
+    )
+    inference: InferenceRecipe = InferenceRecipe(t_values=(249, 499, 749))
 
     @model_validator(mode="after")
     def _cond_dim(self) -> CDDPMConfig:
@@ -37,45 +44,31 @@ class CDDPMConfig(DDPMConfig):
         return self
 
     def unet_config(self) -> UNetConfig:
-        return self.unet.model_copy(update={"cond_dim": self.encoder.out_dim})
+        return super().unet_config().model_copy(update={"cond_dim": self.encoder.out_dim})
+
+    def encoder_config(self) -> ResNetEncoderConfig:
+        """The encoder this method builds (its ``dims`` follows ``data.dims``)."""
+        return self.encoder.model_copy(update={"dims": self.data.dims})
 
 
-def _augmentation() -> tio.Transform:
-    return tio.Compose(
-        [
-            tio.RandomGamma(p=0.5),
-            tio.RandomBiasField(p=0.25),
-            tio.RandomBlur(p=0.25),
-            tio.RandomGhosting(p=0.5),
-        ]
-    )
-
-
+@register("cddpm")
 class CDDPM(DDPM):
     config_cls = CDDPMConfig
+    presets = {
+        "smoke": deep_merge(DDPM.presets["smoke"], {
+            "method_config": {"encoder": {"depth": 18, "width": 8, "out_dim": 32}},
+        }),
+        "demo": deep_merge(DDPM.presets["demo"], {
+            "method_config": {"encoder": {"depth": 18, "width": 16, "out_dim": 128}},
+        }),
+        # experiment cDDPM/DDPM_cond_spark_2D: as ddpm's, but fp16 (the trainer's default);
+        # the encoder is trained from scratch (SparK pretraining is not part of adsys)
+        "paper": deep_merge(DDPM.presets["paper"], {"precision": "fp16"}),
+    }  # fmt: skip
 
     def __init__(self, config: CDDPMConfig) -> None:
         super().__init__(config)
-        self.encoder = ResNetEncoder(config.encoder)
-        self._augment = _augmentation()
+        self.encoder = ResNetEncoder(config.encoder_config())
 
     def condition(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
-
-    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """torchio intensity augmentation per sample, seeded from ``generator``."""
-        if not (self.config.augment and self.training):
-            return images
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        out = torch.empty_like(images)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for i, img in enumerate(images.detach().cpu()):
-                vol = img if img.ndim == 4 else img[..., None]  # torchio wants (C, X, Y, Z)
-                res = self._augment(tio.ScalarImage(tensor=vol.float())).data
-                out[i] = (res if img.ndim == 4 else res[..., 0]).to(images)
-        return out.clamp(0, 1)
-
-
-def build(config: CDDPMConfig | dict[str, Any] | None = None) -> CDDPM:
-    return CDDPM(CDDPMConfig.model_validate(config or {}))

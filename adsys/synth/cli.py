@@ -99,7 +99,7 @@ def run_fluid(args: argparse.Namespace) -> int:
     """Write ``args.n`` fluid variants of ``args.image``; returns the exit status."""
     from adsys.io import load_label, load_volume, save_volume
     from adsys.synth.fluid import FluidConfig, generate
-    from adsys.synth.seeding import derive_seed
+    from adsys.seeding import derive_seed
 
     if args.n < 1:
         raise InputError(None, f"--n must be >= 1, got {args.n}", "ask for one variant or more")
@@ -121,7 +121,7 @@ def run_fluid(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     written, attempt, max_attempts = 0, 0, 20 * args.n
     while written < args.n and attempt < max_attempts:
-        seed = derive_seed(args.seed, attempt)
+        seed = derive_seed("synth", args.seed, attempt)
         attempt += 1
         sample = generate(
             volume.data,

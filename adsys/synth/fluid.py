@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from adsys.errors import GeometryMismatchError, InputError
 from adsys.synth.flow import grid_factor, make_fields, una_velocity
 from adsys.synth.perlin import perlin_noise
-from adsys.synth.seeding import child_seeds
+from adsys.seeding import child_seeds
 from adsys.synth.solver import solve, solve_una
 
 __all__ = [

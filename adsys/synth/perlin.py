@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adsys.synth.seeding import SeedLike, as_generator
+from adsys.seeding import SeedLike, as_generator
 
 __all__ = ["PerlinLattice", "cell_centres", "perlin_noise"]
 

@@ -28,7 +28,7 @@ from functools import cache, lru_cache
 
 import torch
 
-from adsys.synth.seeding import SeedLike, as_generator
+from adsys.seeding import SeedLike, as_generator
 
 __all__ = ["octave_wavelengths", "simplex_noise"]
 

@@ -1,32 +1,16 @@
-"""Driver side of a training run: config → Ray Train ``TorchTrainer`` → exported model."""
+"""Driver side of a training run: a resolved config → Ray Train ``TorchTrainer`` → the
+exported model (:func:`adsys.train.config.resolve_config` resolves and validates it first)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from adsys.config import wants_gpu
-from adsys.train.config import PRESETS, TrainConfig
+from adsys.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def resolve_config(
-    preset: str | None = None,
-    file_config: dict[str, Any] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> TrainConfig:
-    """Preset, then config file, then CLI overrides; nested ``method_config`` merges by key."""
-    merged: dict[str, Any] = {}
-    for layer in (PRESETS[preset] if preset else {}, file_config or {}, overrides or {}):
-        for k, v in layer.items():
-            if k == "method_config" and isinstance(v, dict):
-                merged[k] = {**merged.get(k, {}), **v}
-            else:
-                merged[k] = v
-    return TrainConfig.model_validate(merged)
 
 
 def run_training(cfg: TrainConfig, *, fault_step: int | None = None):

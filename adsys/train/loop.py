@@ -1,8 +1,9 @@
 """The per-worker training loop that Ray Train runs on every rank.
 
-Each rank: builds the method with the same seed, wraps it in a DeepSpeed engine (ZeRO 0/1/2,
-bf16 on GPU, fp32 on CPU, gradient clipping, client Adam), streams its own share of the
-shards, keeps an EMA of the weights, evaluates a fixed validation loss (all-reduced, so every
+Each rank: builds the method with the same seed, wraps it in a DeepSpeed engine
+(:mod:`adsys.train.engine`: ZeRO 0/1/2, mixed precision on GPU, fp32 on CPU, gradient
+clipping, client Adam), streams its own share of the method's declared data (corrupted in the
+loader's workers when the method says so; :mod:`adsys.train.data`), keeps an EMA of the weights, evaluates a fixed validation loss (all-reduced, so every
 rank takes the same early-stopping decision), checkpoints on every rank through
 ``ray.train.report`` and resumes from ``ray.train.get_checkpoint()`` at the same step with the
 same RNG streams. Rank 0 logs metrics (JSONL + TensorBoard) and exports the EMA model.
@@ -10,7 +11,6 @@ same RNG streams. Rank 0 logs metrics (JSONL + TensorBoard) and exports the EMA 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,59 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from adsys.methods import build_method
+from adsys.methods.export import export_model
+from adsys.seeding import generator
 from adsys.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from adsys.train.config import TrainConfig
-from adsys.train.data import train_batches, val_batches
+from adsys.train.data import shard_preprocess_config, train_batches, val_batches
 from adsys.train.ema import EMA
-from adsys.train.export import export_model
+from adsys.train.engine import make_engine
+from adsys.train.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
-
-
-def rank_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed derived from ``seed`` and ``keys`` (e.g. "train", rank)."""
-    words = [seed] + [
-        k if isinstance(k, int) else int.from_bytes(k.encode(), "little") for k in keys
-    ]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
-    """The DeepSpeed config generated from ours (the optimizer is a client torch Adam)."""
-    return {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": bool(on_gpu)},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-
-
-class MetricsLog:
-    """Rank 0's per-step metrics: ``metrics.jsonl`` plus TensorBoard scalars."""
-
-    def __init__(self, folder: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        folder.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(folder / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self.tb = SummaryWriter(str(folder / "tensorboard"))
-
-    def write(self, step: int, metrics: dict[str, float]) -> None:
-        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.jsonl.flush()
-        for k, v in metrics.items():
-            self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        self.jsonl.close()
-        self.tb.close()
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -94,7 +54,7 @@ def validation_loss(
     """Loss over fixed val batches with fixed noise draws (the same every time), pooled over
     all ranks so that every rank takes the same early-stopping decision."""
     engine.module.eval()
-    gen = torch.Generator().manual_seed(rank_seed(cfg.seed, "val", rank))
+    gen = generator("val", cfg.seed, rank)
     total, count = 0.0, 0
     for b in val_batches(cfg, rank, world):
         n = b["image"].shape[0]
@@ -108,7 +68,6 @@ def validation_loss(
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point for ``TorchTrainer(train_loop_per_worker=...)``; ``config`` is a TrainConfig dict
     plus ``run_dir`` (absolute) and optionally ``fault_step`` (test-only fault injection)."""
-    import deepspeed
     import ray.train
     from ray.train import Checkpoint
 
@@ -123,17 +82,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    method = build_method(cfg.method, cfg.method_config).to(device)
-    optimizer = torch.optim.Adam(method.parameters(), lr=cfg.lr)
-    engine, _, _, _ = deepspeed.initialize(
-        model=method, optimizer=optimizer, config=deepspeed_config(cfg, on_gpu)
-    )
-    if world == 1 and cfg.zero_stage == 0:
-        # averaging gradients over one rank is the identity; DeepSpeed would still flatten,
-        # all-reduce and copy back every gradient each step (measured: 2-4 % of a CPU step)
-        engine.enable_backward_allreduce = False
+    method = build_method(cfg.method, cfg.method_spec()).to(device)
+    engine = make_engine(method, cfg, world, on_gpu)
     ema = EMA(engine.module, cfg.ema_decay)
-    gen = torch.Generator().manual_seed(rank_seed(cfg.seed, "train", rank))
+    gen = generator("train", cfg.seed, rank)
     state = TrainerState()
     restored = ray.train.get_checkpoint()
     if restored is not None:
@@ -144,7 +96,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     metrics_log = MetricsLog(run_dir / "logs") if rank == 0 else None
     stopped_early = False
     t_last, n_last = time.perf_counter(), 0
-    batches = train_batches(cfg, rank, world, start_step=state.step)
+    batches = train_batches(cfg, rank, world, start_step=state.step,
+                            local_world=ctx.get_local_world_size())
     while state.step < cfg.max_steps and not stopped_early:
         batch = next(batches)
         if fault_step is not None and state.step == fault_step and rank == 0:
@@ -202,24 +155,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         export_model(
             run_dir / "export",
             cfg.method,
-            engine.module.config.model_dump(mode="json"),
+            engine.module.config,
             ema.state_dict(),
             extra={
                 "train": cfg.model_dump(mode="json"),
                 "steps": state.step,
                 "stopped_early": stopped_early,
                 "best_val_loss": _finite(state.best_val),
-                "preprocess": _shard_preprocess(cfg),
+                "preprocess": shard_preprocess_config(cfg),  # inference repeats it on NIfTI
             },
         )
 
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
-
-
-def _shard_preprocess(cfg: TrainConfig) -> dict[str, Any] | None:
-    """The preprocessing recorded in the shards, so inference can repeat it on raw NIfTI."""
-    from adsys.train.data import shard_preprocess_config
-
-    return shard_preprocess_config(cfg)

@@ -19,7 +19,7 @@ SMOKE_TRAINING = {
     "batch_size": 8,
     "checkpoint_every": 40,
     "val_every": 40,
-    "min_brain_fraction": 0.1,
+    "method_config": {"data": {"min_brain_fraction": 0.1}},
     "seed": 0,
 }
 
@@ -27,7 +27,8 @@ SMOKE_TRAINING = {
 @pytest.fixture(scope="session")
 def smoke_model(smoke_shards, tmp_path_factory) -> Path:  # noqa: F811
     """An exported cddpm (the smoke preset's tiny UNet) trained for a few dozen steps."""
-    from adsys.train.job import resolve_config, run_training
+    from adsys.train.config import resolve_config
+    from adsys.train.job import run_training
 
     runs = tmp_path_factory.mktemp("infer-runs")
     cfg = resolve_config(

@@ -1,14 +1,15 @@
+"""ddpm and cddpm: the reference behaviour of each (the contract tests cover the rest)."""
+
 import pytest
 import torch
 
-from adsys.methods import build_method
+from adsys.methods import build_method, method_config
 from adsys.methods.cddpm import CDDPMConfig
+from adsys.train.config import resolve_config
 
-TINY_UNET = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, num_head_channels=16)
-TINY = {
-    "ddpm": {"unet": TINY_UNET},
-    "cddpm": {"unet": TINY_UNET, "encoder": {"depth": 18, "width": 8, "out_dim": 32}},
-}
+
+def _tiny(name: str) -> dict:
+    return resolve_config("smoke", None, {"method": name}).method_config
 
 
 def _batch(seed=0):
@@ -21,8 +22,7 @@ def _batch(seed=0):
 @pytest.mark.parametrize("name", ["ddpm", "cddpm"])
 def test_overfits_one_batch(name):
     torch.manual_seed(0)
-    cfg = {**TINY[name], "augment": False} if name == "cddpm" else TINY[name]
-    method = build_method(name, cfg)
+    method = build_method(name, _tiny(name))
     opt = torch.optim.Adam(method.parameters(), lr=3e-3)
     batch = {"image": _batch()}
     losses = []
@@ -37,38 +37,54 @@ def test_overfits_one_batch(name):
     assert last < 0.5 * first, (first, last)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "cddpm"])
-def test_restore_is_seeded_and_in_range(name):
-    method = build_method(name, TINY[name]).eval()
-    x = _batch(1)
-    a = method.restore(x, torch.Generator().manual_seed(3))
-    b = method.restore(x, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(a, b)
-    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
-
-
 def test_reference_defaults():
-    ddpm = build_method("ddpm").config
+    ddpm = method_config("ddpm")
     assert (ddpm.schedule, ddpm.timesteps, ddpm.prediction) == ("cosine", 1000, "x0")
     assert ddpm.noise.kind == "simplex" and not ddpm.noise.per_sample
-    assert ddpm.restore_steps() == (500,)
+    # the code's 1-based t = 500 (test_timesteps) and 250/500/750 (step_ensemble), 0-based
+    assert ddpm.inference.t_values == (499,)
+    assert ddpm.inference.map.kind == "l1" and ddpm.inference.protocol == "behrendt"
+    assert ddpm.data.mode == "slices" and ddpm.data.corruption is None
     cfg = CDDPMConfig()
-    assert cfg.restore_steps() == (250, 500, 750)
+    assert cfg.inference.t_values == (249, 499, 749)
     assert cfg.encoder.depth == 50 and cfg.unet_config().cond_dim == 512
+    assert cfg.data.corruption.name == "intensity_augmentation" and cfg.data.val_corruption is None
     assert CDDPMConfig(encoder={"out_dim": 128}).unet_config().cond_dim == 128  # paper's d
     with pytest.raises(ValueError, match="cond_dim"):
         CDDPMConfig(unet={"cond_dim": 64})
+    with pytest.raises(ValueError, match="unet.dims"):
+        method_config("ddpm", {"unet": {"dims": 3}})
+    with pytest.raises(ValueError, match="t_values"):
+        method_config("ddpm", {"inference": {"t_values": [1000]}})
     with pytest.raises(ValueError, match="unknown method"):
         build_method("nope")
 
 
-def test_cddpm_augmentation_is_seeded_and_only_in_training():
-    method = build_method("cddpm", TINY["cddpm"])
-    x = _batch(2)
-    a = method.augment(x, torch.Generator().manual_seed(5))
-    b = method.augment(x, torch.Generator().manual_seed(5))
-    torch.testing.assert_close(a, b)
-    outs = [method.augment(x, torch.Generator().manual_seed(s)) for s in range(4)]
-    assert any(not torch.allclose(o, x) for o in outs)
-    method.eval()
-    assert torch.equal(method.augment(x, torch.Generator().manual_seed(5)), x)
+def test_paper_presets_are_the_public_codes_settings():
+    for name, precision in (("ddpm", "fp32"), ("cddpm", "fp16")):
+        cfg = resolve_config("paper", None, {"method": name})
+        assert (cfg.batch_size, cfg.lr, cfg.max_steps, cfg.seed) == (32, 1e-4, 14_400, 3141)
+        assert cfg.precision == precision and cfg.ema_decay == 0.0
+        assert cfg.method_spec() == method_config(name)  # the published model = the defaults
+
+
+def test_a_partial_method_config_keeps_the_methods_other_defaults():
+    cfg = method_config("cddpm", {"data": {"min_brain_fraction": 0.1},
+                                  "inference": {"protocol": "upd"}})
+    assert cfg.data.min_brain_fraction == 0.1 and cfg.data.fields == ("image", "mask")
+    assert cfg.data.corruption.name == "intensity_augmentation"
+    assert cfg.inference.t_values == (249, 499, 749) and cfg.inference.protocol == "upd"
+    assert method_config("cddpm", {"data": {"corruption": None}}).data.corruption is None
+
+
+def test_cddpm_trains_on_the_loaders_corrupted_images_not_its_own_augmentation():
+    method = build_method("cddpm", _tiny("cddpm")).train()
+    x, augmented = _batch(1), _batch(2)
+
+    def loss(batch):
+        return method.training_loss(batch, torch.Generator().manual_seed(9))
+
+    plain = loss({"image": x})
+    assert torch.equal(plain, loss({"image": x}))  # no augmentation drawn in forward
+    # the loader's corruption output is what it trains on
+    assert torch.equal(loss({"image": x, "corrupted": augmented}), loss({"image": augmented}))

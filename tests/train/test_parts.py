@@ -1,14 +1,12 @@
-import json
-
 import pytest
 import torch
 
-from adsys.methods import build_method
-from adsys.train.config import PRESETS, TrainConfig
+from adsys.errors import InputError
+from adsys.seeding import derive_seed
+from adsys.train.config import TrainConfig, resolve_config
+from adsys.train.data import data_workers
 from adsys.train.ema import EMA
-from adsys.train.export import export_model, load_exported
-from adsys.train.job import resolve_config
-from adsys.train.loop import deepspeed_config, rank_seed
+from adsys.train.engine import deepspeed_config
 
 
 def test_ema_follows_the_closed_form():
@@ -24,39 +22,58 @@ def test_ema_follows_the_closed_form():
     torch.testing.assert_close(fresh.weight, start + 0.1)
 
 
-def test_export_then_load_without_deepspeed_restores_identically(tmp_path):
-    cfg = PRESETS["smoke"]["method_config"]
-    torch.manual_seed(0)
-    method = build_method("cddpm", cfg)
-    with torch.no_grad():
-        for p in method.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    export_model(tmp_path, "cddpm", method.config.model_dump(mode="json"), method.state_dict())
-    loaded, meta = load_exported(tmp_path)
-    assert meta["method"] == "cddpm"
-    assert json.loads((tmp_path / "config.json").read_text())["config"]["encoder"]["out_dim"] == 32
-    x = torch.rand(2, 1, 32, 32)
-    method.eval()
-    torch.testing.assert_close(
-        loaded.restore(x, torch.Generator().manual_seed(1)),
-        method.restore(x, torch.Generator().manual_seed(1)),
-    )
-
-
-def test_config_layers_and_validation():
-    cfg = resolve_config("smoke", {"lr": 5e-4, "method_config": {"t_test": 400}}, {"max_steps": 9})
+def test_config_layers_merge_key_by_key():
+    cfg = resolve_config("smoke", {"lr": 5e-4, "method_config": {"inference": {"t_values": [99]}}},
+                         {"max_steps": 9})
     assert cfg.max_steps == 9 and cfg.lr == 5e-4 and cfg.batch_size == 4
-    assert cfg.method_config["t_test"] == 400 and "unet" in cfg.method_config
+    spec = cfg.method_spec()
+    assert spec.inference.t_values == (99,) and spec.unet.model_channels == 32  # preset kept
+    assert spec.inference.protocol == "behrendt"  # the method's recipe, merged into
     with pytest.raises(ValueError):
         TrainConfig(zero_stage=3)
     with pytest.raises(ValueError):
         TrainConfig(max_steps=0)
 
 
+def test_demo_preset_follows_the_method():
+    ddpm = resolve_config("demo", None, {"method": "ddpm"})
+    assert ddpm.method == "ddpm" and "encoder" not in ddpm.method_config
+    assert ddpm.method_spec().data.min_brain_fraction == 0.05
+    cddpm = resolve_config("demo", None, None)  # the default method
+    assert cddpm.method == "cddpm" and cddpm.method_spec().encoder.out_dim == 128
+
+
+def test_a_wrong_key_fails_in_one_line_naming_the_key_and_the_method(tmp_path):
+    with pytest.raises(InputError) as err:
+        resolve_config("demo", {"method": "ddpm", "method_config": {"encoder": {"depth": 18}}},
+                       source=tmp_path / "train.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg and "method 'ddpm'" in msg and "method_config.encoder" in msg
+    assert str(tmp_path / "train.yaml") in msg
+    with pytest.raises(InputError, match="unknown method 'dpm'; known: cddpm, ddpm"):
+        resolve_config("smoke", None, {"method": "dpm"})
+    with pytest.raises(InputError, match="lrr: unknown key"):
+        resolve_config("smoke", None, {"lrr": 1})
+
+
 def test_deepspeed_config_and_seeds():
     cfg = TrainConfig(zero_stage=2, batch_size=8, grad_clip=0.5)
     ds = deepspeed_config(cfg, on_gpu=False)
     assert ds["zero_optimization"]["stage"] == 2 and ds["gradient_clipping"] == 0.5
-    assert ds["bf16"]["enabled"] is False and deepspeed_config(cfg, True)["bf16"]["enabled"]
+    assert not ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]  # CPU: fp32
+    assert deepspeed_config(cfg, True)["bf16"]["enabled"]  # auto = bf16 on GPU
+    fp16 = deepspeed_config(TrainConfig(precision="fp16"), True)
+    assert fp16["fp16"]["enabled"] and not fp16["bf16"]["enabled"]
+    assert not deepspeed_config(TrainConfig(precision="fp16"), False)["fp16"]["enabled"]
     assert "optimizer" not in ds  # client torch Adam: no fused_adam JIT build
-    assert rank_seed(1, "train", 0) == rank_seed(1, "train", 0) != rank_seed(1, "train", 1)
+    assert derive_seed("train", 1, 0) == derive_seed("train", 1, 0) != derive_seed("train", 1, 1)
+
+
+def test_data_workers_auto_leaves_a_core_for_the_rank():
+    assert data_workers(3) == 3 and data_workers(0) == 0
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    expected = 0 if cpus < 2 else max(1, cpus - 1)
+    assert data_workers("auto") == expected
+    assert data_workers("auto", local_world=cpus) == (0 if cpus < 2 else 1)  # at least one

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from adsys.train.export import load_exported
-from adsys.train.job import resolve_config, run_training
+from adsys.methods.export import load_exported
+from adsys.train.config import resolve_config
+from adsys.train.job import run_training
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +64,8 @@ def test_killed_worker_is_restarted_and_resume_reproduces_losses_exactly(smoke_s
 
 def test_two_workers_zero1_cddpm_loss_falls(smoke_shards, tmp_path):
     run = _run(smoke_shards, tmp_path, "zero1", num_workers=2, zero_stage=1, max_steps=30,
-               lr=2e-3, batch_size=8, checkpoint_every=30, val_every=30, min_brain_fraction=0.1)
+               lr=2e-3, batch_size=8, checkpoint_every=30, val_every=30,
+               method_config={"data": {"min_brain_fraction": 0.1}})
     losses = list(_losses(run).values())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.75 * first, losses
