@@ -6,7 +6,7 @@
    and lists the cohort's subjects of the requested splits;
 2. when the threshold comes from the validation split (``threshold: val`` or
    ``val-fpr=…``), runs the ``val`` subjects first and chooses the threshold on their pooled
-   maps (:func:`adsys.metrics.protocols.choose_cohort_threshold`);
+   maps (:func:`adsys.metrics.cohort.choose_cohort_threshold`);
 3. runs the other subjects with that threshold known, so each subject's Dice at the
    threshold is computed where its map is;
 4. merges the subjects' scores into ``metrics.csv``, ``summary.json`` (per-volume mean ±
@@ -42,9 +42,10 @@ from adsys.infer.outputs import (
 from adsys.infer.predictor import SubjectPredictor, shared_preprocess
 from adsys.infer.report import write_report
 from adsys.infer.sources import open_source
+from adsys.io.atomic import write_json_atomic
 from adsys.io.nifti import sha256_file
-from adsys.metrics.protocols import choose_cohort_threshold, get_protocol, summarize
-from adsys.preprocess.cohort import write_json_atomic
+from adsys.metrics.cohort import choose_cohort_threshold, summarize
+from adsys.metrics.protocols import get_protocol
 from adsys.train.export import CONFIG, WEIGHTS
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from adsys.infer.config import InferConfig
 from adsys.infer.outputs import write_subject
 from adsys.infer.scorer import VolumeScorer
 from adsys.infer.sources import SubjectData, open_source
-from adsys.metrics.protocols import Protocol, get_protocol, score_subject
+from adsys.metrics.protocols import Protocol, get_protocol
+from adsys.metrics.subject import score_subject
 from adsys.train.export import load_exported
 
 log = logging.getLogger(__name__)

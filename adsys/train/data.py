@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from adsys.shards.loader import make_loader
-from adsys.shards.stream import ShardStream, load_shard_manifest
+from adsys.shards.stream import ShardStream
+from adsys.shards.tar import load_shard_manifest
 from adsys.train.config import TrainConfig
 
 log = logging.getLogger(__name__)

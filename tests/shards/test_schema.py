@@ -10,26 +10,26 @@ import numpy as np
 import pytest
 
 from adsys.errors import InputError
+from adsys.shards.codecs import decode_array, encode_array, sample_checksum
+from adsys.shards.sample import (
+    axial_brain_voxels,
+    decode_sample,
+    encode_sample,
+    to_schema_arrays,
+    variant_boxes,
+)
 from adsys.shards.schema import (
     SampleRecord,
     ShardFormatError,
     ShardRecord,
-    axial_brain_voxels,
-    decode_array,
-    decode_sample,
-    encode_array,
-    encode_sample,
     parse_member_name,
-    sample_checksum,
     sample_key,
     subject_id_of,
-    to_schema_arrays,
-    variant_boxes,
 )
 from adsys.shards.spec import ShardSpec, load_spec
-from adsys.shards.stream import read_shard
-from adsys.shards.variants import variant_seed
+from adsys.shards.tar import read_shard
 from adsys.shards.writers import TarShardWriter, member_nbytes, write_tar
+from adsys.synth.variants import variant_seed
 from tests.shards.conftest import SMOKE_SPEC
 
 

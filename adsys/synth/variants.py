@@ -1,4 +1,5 @@
-"""Pseudo-pathology variants of a subject, by generator name, each with a replay record.
+"""Pseudo-pathology variants of a subject, by generator name, each with a replay record:
+the offline generators the shard builder (:mod:`adsys.shards.build`) draws variants with.
 
 A spec names a generator (``generator: fluid``) and its options; :data:`GENERATORS` maps
 the name to functions that generate one variant from a seed and replay it from its record.
@@ -14,14 +15,14 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from adsys.errors import AdsysError
-from adsys.shards.schema import LesionFormat
 
 MAX_ATTEMPTS = 16
+LesionFormat = Literal["binary", "soft"]  # lesion maps as binary masks or soft P_T maps
 
 
 class GeneratorError(AdsysError):
