@@ -24,9 +24,10 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
-    from adsys.config import PreprocessConfig, load_yaml_config
+    from adsys.config import load_yaml_config
     from adsys.io.manifest import load_manifest
     from adsys.preprocess import preprocess_cohort
+    from adsys.preprocess.config import PreprocessConfig
 
     overrides = {
         k: v

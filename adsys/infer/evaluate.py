@@ -22,17 +22,13 @@ from tqdm.auto import tqdm
 
 from adsys.errors import GeometryMismatchError, InputError
 from adsys.infer.outputs import MAP, subject_dir, write_metrics_csv
+from adsys.io.atomic import write_json_atomic
 from adsys.io.geometry import Grid, resample
 from adsys.io.manifest import SubjectEntry, load_manifest
 from adsys.io.nifti import load_volume
-from adsys.metrics.protocols import (
-    SubjectScore,
-    choose_cohort_threshold,
-    get_protocol,
-    score_subject,
-    summarize,
-)
-from adsys.preprocess.cohort import write_json_atomic
+from adsys.metrics.cohort import choose_cohort_threshold, summarize
+from adsys.metrics.protocols import get_protocol
+from adsys.metrics.subject import SubjectScore, score_subject
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
    manifest cohort) and lists the cohort's subjects of the requested splits;
 2. when the threshold comes from the validation split (``threshold: val`` or
    ``val-fpr=…``), runs the ``val`` subjects first and chooses the threshold on their pooled
-   maps (:func:`adsys.metrics.protocols.choose_cohort_threshold`);
+   maps (:func:`adsys.metrics.cohort.choose_cohort_threshold`);
 3. runs the other subjects with that threshold known, so each subject's Dice at the
    threshold is computed where its map is;
 4. merges the subjects' scores into ``metrics.csv``, ``summary.json`` (per-volume mean ±
@@ -42,12 +42,13 @@ from adsys.infer.outputs import (
 )
 from adsys.infer.predictor import SubjectPredictor, shared_preprocess
 from adsys.infer.report import write_report
-from adsys.infer.sources import open_source
-from adsys.io.nifti import sha256_file
-from adsys.metrics.protocols import choose_cohort_threshold, get_protocol, summarize
-from adsys.preprocess.cohort import write_json_atomic
 from adsys.infer.scorer import ensemble_recipe
+from adsys.infer.sources import open_source
+from adsys.io.atomic import write_json_atomic
+from adsys.io.nifti import sha256_file
 from adsys.methods.export import WEIGHTS, exported_config, read_record
+from adsys.metrics.cohort import choose_cohort_threshold, summarize
+from adsys.metrics.protocols import get_protocol
 
 log = logging.getLogger(__name__)
 

@@ -30,17 +30,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from adsys.infer.sources import SubjectData
+from adsys.io.atomic import atomic_path, write_json_atomic
 from adsys.io.nifti import save_volume
-from adsys.metrics.protocols import SubjectScore
+from adsys.metrics.subject import SubjectScore
 from adsys.preprocess import to_native
-from adsys.preprocess.cohort import write_json_atomic
 
 __all__ = [
     "MAP",
@@ -93,10 +92,8 @@ def is_complete(out: Path, subject_id: str, digest: str, threshold: float | None
 
 
 def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
 
 
 def _write_zarr(out: Path, subject_id: str, arrays: dict[str, np.ndarray],
@@ -200,12 +197,10 @@ def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     """One row per subject with a segmentation; columns in a stable order; atomic."""
     first = ["subject_id", "split", "protocol"]
     cols = first + sorted({k for r in rows for k in r} - set(first))
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, restval="")
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
                         for k, v in r.items()})
-    os.replace(tmp, path)
     return path

@@ -24,8 +24,9 @@ from adsys.infer.config import InferConfig
 from adsys.infer.outputs import write_subject
 from adsys.infer.scorer import VolumeScorer
 from adsys.infer.sources import SubjectData, open_source
-from adsys.metrics.protocols import Protocol, get_protocol, score_subject
 from adsys.methods.export import load_exported
+from adsys.metrics.protocols import Protocol, get_protocol
+from adsys.metrics.subject import score_subject
 
 log = logging.getLogger(__name__)
 

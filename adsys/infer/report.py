@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from adsys.io.atomic import atomic_path, write_text_atomic
 
 __all__ = ["format_table", "save_overlay", "write_report"]
 
@@ -56,10 +57,9 @@ def save_overlay(
         ax.axis("off")
     fig.suptitle(f"{title}  (axial slice z={z})", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+        plt.close(fig)
     return path
 
 
@@ -150,7 +150,5 @@ per subject: <a href="metrics.csv">metrics.csv</a>.</p>
 </body></html>
 """
     path = Path(out) / "report.html"
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path

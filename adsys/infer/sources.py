@@ -6,8 +6,9 @@ record that :func:`adsys.preprocess.to_native` needs to put maps back in native 
 * :class:`StoreSource` — a built cohort store (:class:`adsys.shards.store.CohortStore`):
   images are read as stored (already preprocessed, float16 → float32);
 * :class:`ManifestSource` — a cohort manifest CSV: each subject is preprocessed on the fly
-  with the :class:`~adsys.config.PreprocessConfig` recorded in the exported model (the one
-  its training shards were built with), so raw scans need no separate preprocessing step.
+  with the :class:`~adsys.preprocess.config.PreprocessConfig` recorded in the exported
+  model (the one its training shards were built with), so raw scans need no separate
+  preprocessing step.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from adsys.config import PreprocessConfig
 from adsys.errors import InputError
 from adsys.io.geometry import Grid
 from adsys.io.manifest import load_manifest
 from adsys.preprocess import preprocess_subject
+from adsys.preprocess.config import PreprocessConfig
 
 __all__ = ["ManifestSource", "StoreSource", "SubjectData", "open_source"]
 

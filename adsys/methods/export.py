@@ -10,7 +10,6 @@ method's config like any other key.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from adsys import __version__
 from adsys.config import deep_merge
 from adsys.errors import InputError
-from adsys.io.atomic import write_json_atomic
+from adsys.io.atomic import atomic_path, write_json_atomic
 from adsys.methods import Method, MethodConfig, MethodConfigError, build_method, method_config
 
 __all__ = ["CONFIG", "WEIGHTS", "export_model", "exported_config", "load_exported",
@@ -40,9 +39,8 @@ def export_model(
     """Write weights and config atomically (temp + rename) into ``out_dir``; returns it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".tmp-{WEIGHTS}"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, out / WEIGHTS)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     if isinstance(config, MethodConfig):
         config = config.model_dump(mode="json")
     record = {"method": method, "config": config, "adsys_version": __version__, **(extra or {})}

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from adsys.config import PreprocessConfig
 from adsys.errors import AdsysError
+from adsys.io.atomic import write_json_atomic
 from adsys.io.manifest import Manifest, SubjectEntry, write_manifest
 from adsys.io.nifti import save_volume, sha256_file
+from adsys.preprocess.config import PreprocessConfig
 from adsys.preprocess.pipeline import preprocess_subject
 
 log = logging.getLogger(__name__)
@@ -46,13 +45,6 @@ class CohortResult:
     processed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON so that the file is complete or absent (temp file + rename)."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _is_complete(subject_dir: Path, entry: SubjectEntry, config: PreprocessConfig) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from adsys.config import Normalization
+from adsys.preprocess.config import Normalization
 
 
 def normalize_intensity(

@@ -1,4 +1,5 @@
-"""Preprocess one subject: the steps of :class:`~adsys.config.PreprocessConfig`, recorded.
+"""Preprocess one subject: the steps of :class:`~adsys.preprocess.config.PreprocessConfig`,
+recorded.
 
 The record returned with every output holds each parameter used and the geometry of every
 grid involved, so :func:`to_native` can put any map computed on the preprocessed grid back
@@ -16,12 +17,12 @@ import nibabel as nib
 import numpy as np
 
 from adsys import __version__
-from adsys.config import PreprocessConfig
 from adsys.errors import AffineError, CropError, EmptyMaskError, InputError, VolumeReadError
 from adsys.io.geometry import Grid, bounding_grid, resample, translate
 from adsys.io.manifest import SubjectEntry
 from adsys.io.nifti import Volume, load_aligned, load_label, load_volume, sha256_file
 from adsys.preprocess.bias import n4_correct
+from adsys.preprocess.config import PreprocessConfig
 from adsys.preprocess.crop import centred_window, extract_window
 from adsys.preprocess.normalize import normalize_intensity
 

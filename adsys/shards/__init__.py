@@ -1,4 +1,5 @@
-"""Shards: schema, Zarr + WebDataset writers, the Ray build job's logic, streaming reader.
+"""Shards: schema, codecs, samples, Zarr + WebDataset writers, the Ray build job's logic,
+tar and streaming readers.
 
 Public names are imported lazily (the reader pulls in torch and webdataset, the builder Ray),
 so ``adsys shards inspect`` and the CLI start fast.
@@ -13,7 +14,7 @@ _EXPORTS = {
     "ShardSpec": "adsys.shards.spec",
     "VariantRecipe": "adsys.shards.spec",
     "load_spec": "adsys.shards.spec",
-    "Sample": "adsys.shards.schema",
+    "Sample": "adsys.shards.sample",
     "ShardManifest": "adsys.shards.schema",
     "ShardFormatError": "adsys.shards.schema",
     "BuildResult": "adsys.shards.build",
@@ -24,8 +25,8 @@ _EXPORTS = {
     "ShardLoader": "adsys.shards.loader",
     "CorruptShardError": "adsys.shards.stream",
     "make_loader": "adsys.shards.loader",
-    "read_shard": "adsys.shards.stream",
-    "replay_variant": "adsys.shards.variants",
+    "read_shard": "adsys.shards.tar",
+    "replay_variant": "adsys.synth.variants",
     "verify_shards": "adsys.shards.verify",
 }
 

@@ -29,11 +29,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from adsys.errors import InputError
+from adsys.io.atomic import write_json_atomic
 from adsys.io.manifest import SubjectEntry, load_manifest
 from adsys.io.nifti import sha256_file
-from adsys.preprocess.cohort import write_json_atomic
 from adsys.preprocess.pipeline import preprocess_subject
 from adsys.shards import store as zarr_store
+from adsys.shards.codecs import sample_checksum
+from adsys.shards.sample import (
+    axial_brain_voxels,
+    encode_sample,
+    sample_meta,
+    to_schema_arrays,
+    variant_boxes,
+)
 from adsys.shards.schema import (
     MANIFEST_NAME,
     SHARD_DIR,
@@ -45,17 +53,11 @@ from adsys.shards.schema import (
     ShardManifest,
     ShardRecord,
     SplitRecord,
-    axial_brain_voxels,
-    encode_sample,
-    sample_checksum,
     sample_key,
-    sample_meta,
-    to_schema_arrays,
-    variant_boxes,
 )
 from adsys.shards.spec import ShardSpec
-from adsys.shards.variants import make_variants
 from adsys.shards.writers import TarShardWriter, read_tar, write_tar
+from adsys.synth.variants import make_variants
 
 log = logging.getLogger(__name__)
 

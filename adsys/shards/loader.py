@@ -23,13 +23,13 @@ import multiprocessing
 import os
 import traceback
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from adsys.shards.stream import FIELDS, ShardStream, _Stacker, _to_torch
+from adsys.shards.stream import ShardStream, _to_torch
 
 _ALIGN = 64  # byte alignment of the arrays in a ring slot
 _POLL = 1.0  # seconds between liveness checks of a worker the consumer waits for
@@ -55,54 +55,50 @@ class BatchRing:
         self, stream: ShardStream, workers: int, slots: int, context: Any, wait: float = 0.2
     ) -> None:
         self.geometry = self.geometry_of(stream, workers, slots)
-        self.shape = (stream.batch_size, 1, *self._item(stream))
+        self.fields = stream.batch_fields
+        self.shape = (stream.batch_size, 1, *stream.item_shape)
         self.dtype = stream.dtype
         itemsize = self.dtype.itemsize
         self.field_bytes = -(-math.prod(self.shape) * itemsize // _ALIGN) * _ALIGN
         self.slots, self.wait = slots, wait
-        size = (workers, slots, len(FIELDS) * self.field_bytes)
+        size = (workers, slots, len(self.fields) * self.field_bytes)
         self.buffer = torch.zeros(size, dtype=torch.uint8).share_memory_()
         self.busy = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
         self.free = [context.Semaphore(slots) for _ in range(workers)]
 
     @staticmethod
-    def _item(stream: ShardStream) -> tuple[int, ...]:
-        return {
-            "slices": stream.shape[:2],
-            "patches": stream.patch_size,
-            "volumes": stream.shape,
-        }[stream.mode]
-
-    @classmethod
-    def geometry_of(cls, stream: ShardStream, workers: int, slots: int) -> tuple:
+    def geometry_of(stream: ShardStream, workers: int, slots: int) -> tuple:
         """What a ring's layout depends on."""
-        return (stream.batch_size, cls._item(stream), stream.dtype, workers, slots)
+        return (stream.batch_size, stream.item_shape, stream.batch_fields, stream.dtype,
+                workers, slots)
 
     def _fields(self, raw: torch.Tensor, n: int) -> list[torch.Tensor]:
-        """The (n, 1, *item) tensors of ``FIELDS`` in a slot's bytes."""
-        shape = (len(FIELDS), n, *self.shape[1:])
+        """The (n, 1, *item) tensors of the batch fields in a slot's bytes."""
+        shape = (len(self.fields), n, *self.shape[1:])
         strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
         strides[0] = self.field_bytes // self.dtype.itemsize
         return list(raw.view(self.dtype).as_strided(shape, strides).unbind(0))
 
-    def put(self, worker: int, items: list[tuple], stack: _Stacker) -> int | None:
-        """Stack ``items``' arrays into a free slot of ``worker``; its index, or None when
-        none came free in time (the caller then sends the batch the ordinary way)."""
+    def put(
+        self, worker: int, n: int, fill: Callable[[list[torch.Tensor]], Any]
+    ) -> tuple[int, Any] | None:
+        """Let ``fill`` write an n-item batch into the (n, 1, *item) tensors of a free slot
+        of ``worker``; (the slot's index, what ``fill`` returned), or None when no slot came
+        free in time (the caller then sends the batch the ordinary way)."""
         if not self.free[worker].acquire(timeout=self.wait):
             self.wait = 0.0  # the consumer holds on to batches: stop waiting for it
             return None
         busy = self.busy[worker].numpy()
         slot = int(np.flatnonzero(busy == 0)[0])
         busy[slot] = 1
-        stack(items, self._fields(self.buffer[worker, slot], len(items)))
-        return slot
+        return slot, fill(self._fields(self.buffer[worker, slot], n))
 
     def take(self, worker: int, slot: int, n: int) -> dict[str, torch.Tensor]:
         """The slot's (n, 1, *item) tensors, valid until the last of them (or of their
         views) is freed; then the slot goes back to ``worker``."""
         under = self.buffer[worker, slot].numpy()  # the storage of what we hand out keeps it
         weakref.finalize(under, self._release, worker, slot)
-        return dict(zip(FIELDS, self._fields(torch.from_numpy(under), n), strict=True))
+        return dict(zip(self.fields, self._fields(torch.from_numpy(under), n), strict=True))
 
     def _release(self, worker: int, slot: int) -> None:
         self.busy[worker, slot] = 0
@@ -301,7 +297,8 @@ class ShardLoader:
             if not batch:
                 continue
             if pin:
-                batch = {k: v.pin_memory() if k in FIELDS else v for k, v in batch.items()}
+                fields = self.stream.batch_fields
+                batch = {k: v.pin_memory() if k in fields else v for k, v in batch.items()}
             yield batch
 
     def _from_workers(self) -> Iterator[dict[str, Any]]:

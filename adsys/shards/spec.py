@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from adsys.config import PreprocessConfig, StrictModel, load_yaml_config
+from adsys.config import StrictModel, load_yaml_config
 from adsys.io.nifti import sha256_file
-from adsys.shards.schema import SCHEMA_VERSION, Codec, LesionFormat
-from adsys.shards.variants import get_generator
+from adsys.preprocess.config import PreprocessConfig
+from adsys.shards.schema import SCHEMA_VERSION, Codec
+from adsys.synth.variants import LesionFormat, get_generator
 
 Split = Literal["train", "val", "test"]
 Format = Literal["zarr", "wds"]
@@ -20,7 +21,7 @@ Format = Literal["zarr", "wds"]
 
 class VariantRecipe(StrictModel):
     """``count`` pseudo-pathology variants per subject of a split, made by ``generator``
-    (a name in :data:`adsys.shards.variants.GENERATORS`) with ``options``."""
+    (a name in :data:`adsys.synth.variants.GENERATORS`) with ``options``."""
 
     generator: str = "fluid"
     count: int = Field(0, ge=0)

@@ -28,18 +28,18 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from adsys.errors import InputError
+from adsys.shards.sample import Sample
 from adsys.shards.schema import (
     ARRAY_FIELDS,
     SCHEMA_VERSION,
     SPLITS,
     ZARR_NAME,
-    LesionFormat,
-    Sample,
     ShardFormatError,
     SplitRecord,
     field_dtype,
     sample_key,
 )
+from adsys.synth.variants import LesionFormat
 
 META = "meta"
 

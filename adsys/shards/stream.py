@@ -1,12 +1,10 @@
 """Streaming reader: training batches from tar shards, checked against ``manifest.json``.
 
-Tar alone cannot tell a complete shard from a damaged one: a corrupt header mid-shard reads
-as the end of the archive and a corrupt payload reads as data. Every shard is therefore read
-against its manifest record: each sample's checksum is verified, and a shard that ends early
-(truncated, or a header overwritten) reports every sample it lost. ``on_corrupt="raise"``
-stops with :class:`CorruptShardError`; ``"skip"`` drops the sample and counts it (batches
-carry the count, :class:`~adsys.shards.loader.ShardLoader` sums it) — a stream is never
-silently shortened.
+Shards are read by :func:`~adsys.shards.tar.read_shard`, which checks every sample against
+the shard's manifest record and reports what it lost. ``on_corrupt="raise"`` stops with
+:class:`CorruptShardError`; ``"skip"`` drops the sample and counts it (batches carry the
+count, :class:`~adsys.shards.loader.ShardLoader` sums it) — a stream is never silently
+shortened.
 
 Two ways to split the work, both explicit about ``rank``/``world_size`` and loader workers
 (``consumers = world_size × num_workers``):
@@ -17,193 +15,45 @@ Two ways to split the work, both explicit about ``rank``/``world_size`` and load
 * ``resampled=False`` (evaluation, "split" mode): every sample of the split is seen exactly
   once by exactly one consumer — whole shards per consumer when there are at least as many
   shards as consumers, else every ``consumers``-th sample.
+
+A stream stacks only the ``fields`` its consumer asks for, and may apply an online
+``corruption`` (:mod:`adsys.synth.corruption`) to each batch where the batch is made — in the
+loader's worker processes — seeded from (seed, rank, worker, epoch, batch index), seeding
+domain ``corruption``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from adsys.shards.schema import (
-    MANIFEST_NAME,
-    MAX_MEMBER_BYTES,
-    REQUIRED_FIELDS,
-    Sample,
-    ShardFormatError,
-    ShardManifest,
-    ShardRecord,
-    decode_sample,
-    parse_member_name,
-    sample_checksum,
-)
+from adsys.seeding import generator
+from adsys.shards.sample import Sample
+from adsys.shards.schema import ShardFormatError
+from adsys.shards.tar import load_shard_manifest, read_shard
+
+if TYPE_CHECKING:
+    from adsys.synth.corruption import Corruption
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["slices", "patches", "volumes"]
 OnCorrupt = Literal["raise", "skip"]
-_READ_BUFFER = 1 << 20
-_ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 
 
 class CorruptShardError(ShardFormatError):
     """A shard or sample does not match its manifest record (checksum, count, format)."""
 
 
-@dataclass
-class ShardRead:
-    """One sample position of a shard: the decoded ``sample``, or the ``problem`` with it."""
-
-    position: int
-    sample: Sample | None = None
-    problem: str | None = None
-
-
-def load_shard_manifest(source: str | Path) -> tuple[ShardManifest, str]:
-    """``(manifest, base URL)`` from a build folder, a manifest path, or a manifest URL."""
-    source = str(source)
-    if Path(source).is_dir():
-        source = str(Path(source) / MANIFEST_NAME)
-    with contextlib.closing(wds.gopen(source, "rb")) as f:
-        manifest = ShardManifest.from_json(f.read(), source)
-    return manifest, source.rsplit("/", 1)[0] if "/" in source else "."
-
-
-def _read_exact(stream: Any, size: int) -> bytes:
-    """Exactly ``size`` bytes of ``stream`` (one read and one copy from a file), or
-    EOFError at the end of the data."""
-    data = stream.read(size)
-    if len(data) < size:  # raw pipes and sockets may return less per read
-        parts = [data]
-        while (got := sum(map(len, parts))) < size and (more := stream.read(size - got)):
-            parts.append(more)
-        data = b"".join(parts)
-    if len(data) != size:
-        raise EOFError(f"unexpected end of data ({len(data)} of {size} bytes)")
-    return data
-
-
-def _skip(stream: Any, size: int) -> bytes:
-    """Skip ``size`` bytes of ``stream`` (seek where it can); ``b""``."""
-    if getattr(stream, "seekable", lambda: False)():
-        stream.seek(size, 1)
-    else:
-        while size:
-            size -= len(_read_exact(stream, min(size, _READ_BUFFER)))
-    return b""
-
-
-def _tar_members(stream: Any) -> Iterator[tuple[str, int]]:
-    """``(name, size)`` of each member of a tar stream, leaving ``stream`` at its payload:
-    the caller reads (or skips) exactly ``size`` bytes before asking for the next one.
-
-    A lean replacement for ``tarfile``'s stream mode, which copies every payload through its
-    own buffer several times. Headers are parsed and checksummed by
-    ``tarfile.TarInfo.frombuf`` (a damaged one raises ``tarfile.HeaderError``); PAX headers
-    (long names) are applied; anything but a regular file raises
-    :class:`ShardFormatError`; a zero block ends the archive.
-    """
-    pax: dict[str, str] = {}
-    while True:
-        block = _read_exact(stream, tarfile.BLOCKSIZE)
-        if block == _ZERO_BLOCK:
-            return
-        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        if info.size > MAX_MEMBER_BYTES:
-            raise ShardFormatError(f"member {info.name!r} is not a regular file we wrote")
-        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
-            records = _read_exact(stream, info.size)
-            _read_exact(stream, -info.size % tarfile.BLOCKSIZE)
-            if info.type == tarfile.XHDTYPE:
-                pax = _pax_records(records)
-            continue
-        if not info.isreg():
-            raise ShardFormatError(f"member {info.name!r} is not a regular file we wrote")
-        size = int(pax.get("size", info.size))
-        yield pax.get("path", info.name), size
-        _read_exact(stream, -size % tarfile.BLOCKSIZE)
-        pax = {}
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """Key/value records of a PAX extended header (``"<len> <key>=<value>\\n"`` each)."""
-    out, pos = {}, 0
-    try:
-        while pos < len(data):
-            space = data.index(b" ", pos)
-            length = int(data[pos:space])
-            key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-            out[key.decode()] = value.decode("utf-8", "surrogateescape")
-            pos += length
-    except ValueError as exc:
-        raise ShardFormatError(f"malformed PAX header ({exc})") from exc
-    return out
-
-
-def read_shard(
-    url: str,
-    shard: ShardRecord,
-    *,
-    wanted: Callable[[int], bool] | None = None,
-    fields: tuple[str, ...] = REQUIRED_FIELDS,
-) -> Iterator[ShardRead]:
-    """Read one tar shard (any URL ``webdataset.gopen`` opens) against its record.
-
-    Yields one :class:`ShardRead` per sample position of ``shard`` that ``wanted`` accepts
-    (default: all), in order: decoded (only ``fields``; checksum verified) or with the
-    problem found. Positions lost to truncation or a damaged header come last, one each.
-    """
-    expected = shard.samples
-    position = 0  # position of the sample being read
-    key, members = None, []
-
-    def finish() -> ShardRead | None:
-        nonlocal position
-        pos, position = position, position + 1
-        if wanted is not None and not wanted(pos):
-            return None
-        if pos >= len(expected):
-            return ShardRead(pos, problem=f"{url}: extra sample {key!r} beyond the manifest")
-        record = expected[pos]
-        if key != record.key or sample_checksum(members) != record.crc32c:
-            return ShardRead(pos, problem=f"{url}: sample {record.key} (#{pos}) checksum mismatch")
-        try:
-            return ShardRead(pos, sample=decode_sample(members, fields))
-        except (ShardFormatError, KeyError, TypeError) as exc:
-            return ShardRead(pos, problem=f"{url}: sample {record.key} (#{pos}) undecodable: {exc}")
-
-    try:
-        with contextlib.closing(wds.gopen(url, "rb")) as stream:
-            for name, size in _tar_members(stream):
-                k, _, _ = parse_member_name(name)
-                if key is not None and k != key:
-                    if (read := finish()) is not None:
-                        yield read
-                    members = []
-                key = k
-                keep = wanted is None or wanted(position)
-                members.append((name, _read_exact(stream, size) if keep else _skip(stream, size)))
-    except (tarfile.TarError, OSError, EOFError, ShardFormatError) as exc:
-        log.warning("%s: unreadable after %d sample(s): %s", url, position, exc)
-    if key is not None and (read := finish()) is not None:  # whole, or found short
-        yield read
-    lost = f"{url}: shard ends after {position} of {len(expected)} samples (truncated or damaged)"
-    for pos in range(position, len(expected)):
-        if wanted is None or wanted(pos):
-            yield ShardRead(pos, problem=lost)
-
-
 FIELDS = ("image", "mask", "variant", "lesion")  # item arrays, after (subject_id, k, where)
+CORRUPTION_FIELDS = ("corrupted", "anomaly_mask")  # what a corruption adds to a batch
 
 
 class _Stacker:
@@ -219,7 +69,7 @@ class _Stacker:
         self.scratch: dict[tuple[int, np.dtype, tuple[int, ...]], np.ndarray] = {}
 
     def __call__(self, items: list[tuple], dests: list[torch.Tensor]) -> None:
-        """Write field ``FIELDS[i]`` of ``items`` into ``dests[i]`` (n, 1, *item)."""
+        """Write item array ``i`` (``it[3 + i]``) of ``items`` into ``dests[i]`` (n, 1, *item)."""
         n = len(items)
         for i, dest in enumerate(dests):
             arrays = [it[3 + i] for it in items]
@@ -261,18 +111,16 @@ def _labels(items: list[tuple], mode: Mode) -> dict[str, Any]:
 
 
 def _to_torch(labels: dict[str, Any]) -> dict[str, Any]:
-    """:func:`_labels` with the index arrays as int64 tensors."""
-    return {k: v if k == "subject_id" else torch.from_numpy(v) for k, v in labels.items()}
+    """A batch's labels with the (int64) index arrays as tensors."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+            for k, v in labels.items()}
 
 
-def _collate(
-    items: list[tuple], mode: Mode, dtype: torch.dtype, stack: _Stacker
-) -> dict[str, Any]:
-    """Stack items ``(subject_id, k, where, image, mask, variant, lesion)`` into a batch."""
-    shape = (len(items), 1, *items[0][3].shape)
-    batch = {name: torch.empty(shape, dtype=dtype) for name in FIELDS}
-    stack(items, list(batch.values()))
-    return {**batch, **_to_torch(_labels(items, mode))}
+def _batch_tensors(
+    fields: tuple[str, ...], n: int, item: tuple[int, ...], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Empty (n, 1, *item) tensors of ``dtype``, one per field (a batch made in-process)."""
+    return {name: torch.empty((n, 1, *item), dtype=dtype) for name in fields}
 
 
 class ShardStream(IterableDataset):
@@ -296,11 +144,20 @@ class ShardStream(IterableDataset):
         shard_url: template for shard URLs with ``{name}`` (e.g.
             ``"pipe:aws s3 cp s3://bucket/demo/{name} -"``); default: beside the manifest.
         drop_last: drop a final partial batch (split mode); resampled batches are all full.
-        dtype: dtype of the batch's image, mask, variant and lesion tensors. ``torch.float16``
+        fields: which of ``image``, ``mask``, ``variant``, ``lesion`` batches hold (default:
+            all four; only these are cut and stacked).
+        corruption: an online corruption (:class:`adsys.synth.corruption.Corruption`;
+            needs the ``image`` and ``mask`` fields) applied to every batch where it is
+            made; the batch then also holds ``corrupted``, ``anomaly_mask`` and
+            ``corruption``: ``{"keys": [seed, rank, worker, epoch, index], "params": [...]}``
+            — :func:`adsys.seeding.generator` ``("corruption", *keys)`` regenerates it and
+            ``corruption.replay(image, mask, params)`` replays it.
+        dtype: dtype of the batch's array tensors. ``torch.float16``
             (exact: the shards store float16) halves what workers send to the trainer; cast on
             the device.
 
-    Each batch is a dict: ``image``, ``mask``, ``variant``, ``lesion`` (B, 1, ...) ``dtype``;
+    Each batch is a dict: the ``fields`` (B, 1, ...) ``dtype`` (``image``, ``mask``,
+    ``variant``, ``lesion``), the corruption's fields when there is one;
     ``variant_index`` (B,) int64 (-1 when the split has no variants: the variant is then the
     clean image and the lesion empty); ``subject_id`` list of B str; ``slice_index`` (B,)
     or ``origin`` (B, 3) int64 in ``slices`` / ``patches`` mode; ``skipped``: corrupt
@@ -328,9 +185,15 @@ class ShardStream(IterableDataset):
         on_corrupt: OnCorrupt = "raise",
         shard_url: str | None = None,
         drop_last: bool = False,
+        fields: tuple[str, ...] = FIELDS,
+        corruption: Corruption | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
+        if not set(fields) <= set(FIELDS) or "image" not in fields:
+            raise ValueError(f"fields must include 'image' and be some of {FIELDS}, got {fields}")
+        if corruption is not None and "mask" not in fields:
+            raise ValueError("a corruption reads the brain mask: add 'mask' to fields")
         if mode not in ("slices", "patches", "volumes"):
             raise ValueError(f"mode must be slices, patches or volumes, got {mode!r}")
         if on_corrupt not in ("raise", "skip"):
@@ -362,6 +225,9 @@ class ShardStream(IterableDataset):
         self.patches_per_volume = patches_per_volume
         self.on_corrupt = on_corrupt
         self.drop_last = drop_last
+        self.fields = tuple(f for f in FIELDS if f in fields)  # the items' array order
+        self.corruption = corruption
+        self.batch_fields = self.fields + (CORRUPTION_FIELDS if corruption else ())
         self.dtype = dtype
         template = shard_url or f"{base}/{{name}}"
         self.urls = [template.format(name=s.name) for s in self.shards]
@@ -371,6 +237,12 @@ class ShardStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's draws; call before creating each epoch's iterator."""
         self.epoch = int(epoch)
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """The spatial shape of one item: an axial slice, a patch or the volume."""
+        return {"slices": self.shape[:2], "patches": self.patch_size,
+                "volumes": self.shape}[self.mode]
 
     @property
     def num_samples(self) -> int:
@@ -410,39 +282,44 @@ class ShardStream(IterableDataset):
                     yield 1
 
     def _items(self, sample: Sample, rng: np.random.Generator) -> list[tuple]:
-        """Items ``(subject_id, k, where, image, mask, variant, lesion)`` of one sample.
+        """Items ``(subject_id, k, where, *arrays)`` of one sample, one array per field.
 
         Axial items are views of the decoded sample wherever no variant box meets them
         (:meth:`Sample.axial`), so the shuffle buffer keeps the samples it draws from alive
         rather than copying every slice; patches and volumes are compact copies. ``k`` is
-        -1 when the split has no variants: the clean image with an empty lesion.
+        -1 when the split has no variants: the clean image with an empty lesion. The draws
+        do not depend on ``fields``: a stream of fewer fields yields the same items.
         """
         n_var = sample.num_variants
+        cut_variants = "variant" in self.fields or "lesion" in self.fields
         if self.mode == "slices":
             brain = np.asarray(sample.meta["axial_brain_voxels"])
             zs = np.flatnonzero(brain >= self.min_brain_fraction * self.shape[0] * self.shape[1])
             ks = rng.integers(n_var, size=len(zs)) if n_var else np.full(len(zs), -1)
             where = zs.tolist()
-            columns = list(sample.axial(zs, ks))
-        elif self.mode == "patches":
-            size = np.array(self.patch_size)
-            brain = np.argwhere(sample.mask > 0)
-            centres = brain[rng.integers(len(brain), size=self.patches_per_volume)]
-            origins = np.clip(centres - size // 2, 0, np.array(self.shape) - size)
-            ks = rng.integers(n_var, size=len(origins)) if n_var else [-1] * len(origins)
-            where = origins.tolist()
-            regions = [tuple(slice(a, a + s) for a, s in zip(o, size, strict=True)) for o in where]
-            columns = [
-                [np.ascontiguousarray(a[r]) for r in regions] for a in (sample.image, sample.mask)
-            ] + [
-                [cut(int(k), r) for k, r in zip(ks, regions, strict=True)]
-                for cut in (sample.variant, sample.lesion)
-            ]
+            cuts = sample.axial(zs, ks if cut_variants else np.full_like(ks, -1))
+            arrays = dict(zip(FIELDS, cuts, strict=True))
+            columns = [arrays[f] for f in self.fields]
         else:
-            ks = rng.integers(n_var, size=1) if n_var else [-1]
-            where = [None]
-            columns = [[np.ascontiguousarray(a)] for a in (sample.image, sample.mask)]
-            columns += [[sample.variant(int(ks[0]))], [sample.lesion(int(ks[0]))]]
+            if self.mode == "patches":
+                size = np.array(self.patch_size)
+                brain = np.argwhere(sample.mask > 0)
+                centres = brain[rng.integers(len(brain), size=self.patches_per_volume)]
+                origins = np.clip(centres - size // 2, 0, np.array(self.shape) - size)
+                where = origins.tolist()
+                regions = [tuple(slice(a, a + s) for a, s in zip(o, size, strict=True))
+                           for o in where]
+            else:
+                where, regions = [None], [(slice(None),) * 3]
+            ks = rng.integers(n_var, size=len(regions)) if n_var else [-1] * len(regions)
+            cut = {
+                "image": lambda k, r: np.ascontiguousarray(sample.image[r]),
+                "mask": lambda k, r: np.ascontiguousarray(sample.mask[r]),
+                "variant": sample.variant,
+                "lesion": sample.lesion,
+            }
+            columns = [[cut[f](int(k), r) for k, r in zip(ks, regions, strict=True)]
+                       for f in self.fields]
         ks = [int(k) for k in ks]
         return list(zip([sample.subject_id] * len(ks), ks, where, *columns, strict=True))
 
@@ -469,18 +346,40 @@ class ShardStream(IterableDataset):
             samples = self._samples(iter(plan))
         yield from self._batches(samples, rng, quota, self._packer(worker, ring))
 
-    def _packer(self, worker: int, ring: Any) -> Callable[[list[tuple]], dict[str, Any]]:
-        """Items → batch: collated tensors, or (with a ring) the arrays in a free ring slot
-        and the batch carrying its address (collated tensors when no slot came free)."""
+    def _packer(self, worker: int, ring: Any) -> Callable[[list[tuple], int], dict[str, Any]]:
+        """(items, batch index) → batch: its tensors, or (with a ring) the arrays in a free
+        ring slot and the batch carrying its address (tensors when no slot came free)."""
         stack = _Stacker()
 
-        def pack(items: list[tuple]) -> dict[str, Any]:
-            slot = None if ring is None else ring.put(worker, items, stack)
-            if slot is None:
-                return _collate(items, self.mode, self.dtype, stack)
-            return {**_labels(items, self.mode), "slot": (worker, slot, len(items))}
+        def fill(items: list[tuple], dests: list[torch.Tensor], index: int) -> dict[str, Any]:
+            """Stack ``items`` into ``dests`` (one tensor per batch field), corrupt; the
+            batch's labels."""
+            stack(items, dests[: len(self.fields)])
+            labels = _labels(items, self.mode)
+            if self.corruption is not None:
+                tensors = dict(zip(self.batch_fields, dests, strict=True))
+                labels["corruption"] = self._corrupt(tensors, worker, index)
+            return labels
+
+        def pack(items: list[tuple], index: int) -> dict[str, Any]:
+            if ring is not None:
+                put = ring.put(worker, len(items), lambda dests: fill(items, dests, index))
+                if put is not None:
+                    slot, labels = put
+                    return {**labels, "slot": (worker, slot, len(items))}
+            batch = _batch_tensors(self.batch_fields, len(items), self.item_shape, self.dtype)
+            return {**batch, **_to_torch(fill(items, list(batch.values()), index))}
 
         return pack
+
+    def _corrupt(self, batch: dict[str, torch.Tensor], worker: int, index: int) -> dict:
+        """Apply the corruption to ``batch`` in place (its corruption fields); the record of
+        the keys that regenerate it and the items' replay parameters."""
+        keys = [self.seed, self.rank, worker, self.epoch, index]
+        res = self.corruption(batch["image"], batch["mask"], generator("corruption", *keys))
+        batch["corrupted"].copy_(res.corrupted)
+        batch["anomaly_mask"].copy_(res.anomaly_mask)
+        return {"keys": keys, "params": res.params}
 
     def _resampled_plan(self, rng: np.random.Generator) -> Iterator[tuple[int, None]]:
         weights = np.array([s.count for s in self.shards], dtype=np.float64)
@@ -493,7 +392,7 @@ class ShardStream(IterableDataset):
         samples: Iterator[Sample | int],
         rng: np.random.Generator,
         quota: int | None,
-        pack: Callable[[list[tuple]], dict[str, Any]],
+        pack: Callable[[list[tuple], int], dict[str, Any]],
     ) -> Iterator[dict[str, Any]]:
         buffer: list[tuple] = []
         skipped = produced = idle = 0
@@ -528,7 +427,7 @@ class ShardStream(IterableDataset):
                         buffer.pop()
                 else:
                     items, buffer = buffer[: self.batch_size], buffer[self.batch_size :]
-                yield {**pack(items), "skipped": skipped}
+                yield {**pack(items, produced), "skipped": skipped}
                 skipped, produced = 0, produced + 1
             if quota is not None and produced >= quota:
                 break
@@ -537,7 +436,7 @@ class ShardStream(IterableDataset):
                 rng.shuffle(buffer)
             while buffer and (len(buffer) >= self.batch_size or not self.drop_last):
                 items, buffer = buffer[: self.batch_size], buffer[self.batch_size :]
-                yield {**pack(items), "skipped": skipped}
-                skipped = 0
+                yield {**pack(items, produced), "skipped": skipped}
+                skipped, produced = 0, produced + 1
         if skipped:
             yield {"skipped": skipped}

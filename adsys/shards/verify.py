@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adsys.io.nifti import sha256_file
-from adsys.shards.schema import ALL_FIELDS, SPLITS, Sample, ShardManifest
+from adsys.shards.sample import Sample
+from adsys.shards.schema import ALL_FIELDS, SPLITS, ShardManifest
 from adsys.shards.store import CohortStore
-from adsys.shards.stream import load_shard_manifest, read_shard
+from adsys.shards.tar import load_shard_manifest, read_shard
 
 
 @dataclass

@@ -7,5 +7,7 @@ Modules (imported on demand, so that ``adsys`` starts without loading torch):
 * :mod:`adsys.synth.flow` — velocity / diffusivity fields of the fluid PDE.
 * :mod:`adsys.synth.solver` — ``solve`` (paper PDE) and ``solve_una`` (UNA-compatible).
 * :mod:`adsys.synth.fluid` — ``FluidConfig``, ``generate``, ``replay``.
+* :mod:`adsys.synth.variants` — generators by name, ``make_variants``, ``replay_variant``
+  (the shard builder's variants, with replay records).
 * :mod:`adsys.synth.cli` — ``adsys synth fluid``.
 """

@@ -98,8 +98,8 @@ def _lesion_files(folder: Path) -> list[Path]:
 def run_fluid(args: argparse.Namespace) -> int:
     """Write ``args.n`` fluid variants of ``args.image``; returns the exit status."""
     from adsys.io import load_label, load_volume, save_volume
-    from adsys.synth.fluid import FluidConfig, generate
     from adsys.seeding import derive_seed
+    from adsys.synth.fluid import FluidConfig, generate
 
     if args.n < 1:
         raise InputError(None, f"--n must be >= 1, got {args.n}", "ask for one variant or more")

@@ -36,9 +36,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adsys.errors import GeometryMismatchError, InputError
+from adsys.seeding import child_seeds
 from adsys.synth.flow import grid_factor, make_fields, una_velocity
 from adsys.synth.perlin import perlin_noise
-from adsys.seeding import child_seeds
 from adsys.synth.solver import solve, solve_una
 
 __all__ = [

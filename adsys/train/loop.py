@@ -3,8 +3,9 @@
 Each rank: builds the method with the same seed, wraps it in a DeepSpeed engine
 (:mod:`adsys.train.engine`: ZeRO 0/1/2, mixed precision on GPU, fp32 on CPU, gradient
 clipping, client Adam), streams its own share of the method's declared data (corrupted in the
-loader's workers when the method says so; :mod:`adsys.train.data`), keeps an EMA of the weights, evaluates a fixed validation loss (all-reduced, so every
-rank takes the same early-stopping decision), checkpoints on every rank through
+loader's workers when the method says so; :mod:`adsys.train.data`), keeps an EMA of the
+weights, evaluates a fixed validation loss (all-reduced, so every rank takes the same
+early-stopping decision), checkpoints on every rank through
 ``ray.train.report`` and resumes from ``ray.train.get_checkpoint()`` at the same step with the
 same RNG streams. Rank 0 logs metrics (JSONL + TensorBoard) and exports the EMA model.
 """

@@ -2,11 +2,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from adsys.config import PreprocessConfig
 from adsys.errors import CropError, EmptyMaskError, InputError
 from adsys.io import SubjectEntry, load_volume, save_volume
 from adsys.io.geometry import Grid
 from adsys.preprocess import preprocess_subject, preprocess_volume, to_native
+from adsys.preprocess.config import PreprocessConfig
 from adsys.preprocess.crop import brain_bbox
 from tests.helpers import brain_volume, lps_affine, write_nifti
 

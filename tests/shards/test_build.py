@@ -20,9 +20,9 @@ from adsys.preprocess import preprocess_subject
 from adsys.shards.build import SpecMismatchError, build_shards
 from adsys.shards.schema import ALL_FIELDS, MANIFEST_NAME, ShardManifest
 from adsys.shards.store import CohortStore
-from adsys.shards.stream import read_shard
-from adsys.shards.variants import replay_variant
+from adsys.shards.tar import read_shard
 from adsys.shards.verify import verify_shards
+from adsys.synth.variants import replay_variant
 from tests.shards.conftest import CORRUPT, REPO, SMOKE_SPEC
 
 pytestmark = pytest.mark.ray

@@ -11,9 +11,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from adsys.seeding import generator
 from adsys.shards.loader import make_loader
 from adsys.shards.schema import MANIFEST_NAME, ShardManifest
 from adsys.shards.stream import CorruptShardError, ShardStream
+from adsys.synth.corruption import make_corruption
 
 pytestmark = pytest.mark.ray  # uses the session's Ray-built shards
 
@@ -27,7 +29,8 @@ def _slices(batches) -> list[tuple[str, int, int]]:
 
 
 def _resampled(source, **kw) -> ShardStream:
-    return ShardStream(source, split="train", batch_size=8, resampled=True, steps_per_epoch=6, **kw)
+    kw = {"batch_size": 8, **kw}
+    return ShardStream(source, split="train", resampled=True, steps_per_epoch=6, **kw)
 
 
 def test_persistent_workers_serve_every_epoch_and_stop_on_close(built):
@@ -118,3 +121,35 @@ def test_pipe_urls_read_like_local_files(built):
         )
         seen.update(sid for b in stream for sid in b["subject_id"])
     assert seen == total
+
+
+@pytest.mark.parametrize("mode", ["slices", "volumes"])
+def test_online_corruption_runs_in_the_workers_and_regenerates_from_its_record(built, mode):
+    """Batches corrupted in two worker processes: each carries the keys that regenerate its
+    corruption and the items' parameters that replay it, exactly; only the asked-for fields
+    are stacked, and they are the same items as a stream of every field gives."""
+    aug = make_corruption("intensity_augmentation")
+    kw = dict(mode=mode, batch_size=4 if mode == "slices" else 1)
+    stream = _resampled(built.out, fields=("image", "mask"), corruption=aug, **kw)
+    loader = make_loader(stream, num_workers=2)
+    loader.set_epoch(3)
+    batches = list(loader)
+    assert {b["corruption"]["keys"][2] for b in batches} == {0, 1}  # made by both workers
+    changed = 0
+    for b in batches:
+        assert set(b) >= {"image", "mask", "corrupted", "anomaly_mask", "corruption"}
+        assert "variant" not in b and "lesion" not in b
+        seed, rank, worker, epoch, index = b["corruption"]["keys"]
+        assert (seed, rank, epoch) == (0, 0, 3)
+        again = aug(b["image"], b["mask"], generator("corruption", *b["corruption"]["keys"]))
+        assert torch.equal(again.corrupted, b["corrupted"])
+        replayed = aug.replay(b["image"], b["mask"], b["corruption"]["params"])
+        assert torch.equal(replayed.corrupted, b["corrupted"])
+        changed += int((b["corrupted"] != b["image"]).any())
+    assert changed > 0
+    everything = _resampled(built.out, **kw)
+    everything.set_epoch(3)
+    full = list(make_loader(everything, num_workers=2))
+    assert [b["subject_id"] for b in full] == [b["subject_id"] for b in batches]
+    assert all(torch.equal(f["image"], b["image"]) for f, b in zip(full, batches, strict=True))
+    loader.close()

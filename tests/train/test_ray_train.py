@@ -120,7 +120,7 @@ def ray_cluster(env: dict):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_ray_job_submit_trains_and_exports(smoke_shards, tmp_path):
+def test_ray_job_submit_trains_the_demo_preset_of_ddpm(smoke_shards, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
@@ -128,9 +128,9 @@ def test_ray_job_submit_trains_and_exports(smoke_shards, tmp_path):
         for _ in range(30):  # the job agent starts a little after the dashboard answers
             r = subprocess.run(
                 [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", url,
-                 "--", sys.executable, str(REPO / "ray_jobs" / "train.py"), "--preset", "smoke",
-                 "--shards", str(smoke_shards), "--storage-path", str(tmp_path / "runs"),
-                 "--name", "submitted", "--max-steps", "3",
+                 "--", sys.executable, str(REPO / "ray_jobs" / "train.py"), "--preset", "demo",
+                 "--method", "ddpm", "--shards", str(smoke_shards), "--storage-path",
+                 str(tmp_path / "runs"), "--name", "submitted", "--max-steps", "2",
                  "--zero-stage", "0"],  # 1 rank, ZeRO 0: the loop skips DeepSpeed's all-reduce
                 env=env, capture_output=True, text=True, timeout=600,
             )
@@ -141,6 +141,9 @@ def test_ray_job_submit_trains_and_exports(smoke_shards, tmp_path):
     assert "succeeded" in r.stdout
     export = tmp_path / "runs" / "submitted" / "export"
     assert f"model:       {export}" in r.stdout
-    method, _ = load_exported(export)
+    method, record = load_exported(export)  # the demo preset of ddpm, not of cddpm
+    assert record["method"] == "ddpm" and record["steps"] == 2
+    assert record["config"]["unet"]["channel_mult"] == [1, 2, 2]
+    assert record["config"]["data"]["min_brain_fraction"] == 0.05
     rec = method.restore(torch.rand(2, 1, 44, 52), torch.Generator().manual_seed(0))
     assert rec.shape == (2, 1, 44, 52)

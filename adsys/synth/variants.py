@@ -1,27 +1,29 @@
-"""Pseudo-pathology variants of a subject, by generator name, each with a replay record.
+"""Pseudo-pathology variants of a subject, by generator name, each with a replay record:
+the offline generators the shard builder (:mod:`adsys.shards.build`) draws variants with.
 
 A spec names a generator (``generator: fluid``) and its options; :data:`GENERATORS` maps
 the name to functions that generate one variant from a seed and replay it from its record.
-Variant ``k`` of a subject is drawn with the seed :func:`variant_seed` derives from (spec
-seed, subject id, k, attempt): stable across runs and independent of scheduling order, so a
-resumed build writes the same bytes. A generator may decline a seed (an empty lesion); the
-next attempt's seed is tried, and the seed that worked is recorded.
+Variant ``k`` of a subject is drawn with the seed :func:`adsys.seeding.derive_seed` derives
+from (domain ``variant``: spec seed, subject id, k, attempt): stable across runs and
+independent of scheduling order, so a resumed build writes the same bytes. A generator may
+decline a seed (an empty lesion); the next attempt's seed is tried, and the seed that worked
+is recorded.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from adsys.errors import AdsysError
-from adsys.shards.schema import LesionFormat
+from adsys.seeding import derive_seed
 
 MAX_ATTEMPTS = 16
+LesionFormat = Literal["binary", "soft"]  # lesion maps as binary masks or soft P_T maps
 
 
 class GeneratorError(AdsysError):
@@ -105,12 +107,6 @@ def get_generator(name: str) -> Generator:
         raise ValueError(f"unknown generator {name!r}; known: {sorted(GENERATORS)}") from None
 
 
-def variant_seed(seed: int, subject_id: str, index: int, attempt: int = 0) -> int:
-    """63-bit seed of variant ``index`` of ``subject_id`` (attempt ``attempt``)."""
-    blob = f"adsys-variant:{seed}:{subject_id}:{index}:{attempt}".encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
-
-
 def make_variants(
     image: np.ndarray,
     mask: np.ndarray,
@@ -133,7 +129,7 @@ def make_variants(
     images, lesions, records = [], [], []
     for k in range(count):
         for attempt in range(MAX_ATTEMPTS):
-            s = variant_seed(seed, subject_id, k, attempt)
+            s = derive_seed("variant", seed, subject_id, k, attempt)
             variant = gen.generate(image, mask, s, options, wm)
             if variant is not None:
                 break
