@@ -2,7 +2,7 @@
 
 Import from the modules (this package stays light so that ``adsys --help`` is fast):
 
-* :mod:`~adsys.infer.config` — :class:`InferConfig` (models, cohort, map, window, protocol);
+* :mod:`~adsys.infer.config` — :class:`InferConfig` (models, cohort, recipe overrides, outputs);
 * :mod:`~adsys.infer.job` — :func:`run_inference`, the Ray Data driver;
 * :mod:`~adsys.infer.predictor` — :class:`SubjectPredictor` (``map_batches`` actor class);
 * :mod:`~adsys.infer.scorer` — :class:`VolumeScorer`: volume → reconstruction, raw map;

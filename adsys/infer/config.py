@@ -26,7 +26,7 @@ class InferConfig(StrictModel):
     (:class:`~adsys.methods.base.InferenceRecipe` keys: ``map``, ``window``, ``t_values``,
     ``protocol``, and a method's own recipe keys), merged key by key — the run records the
     recipe it used; ``threshold``: see
-    :func:`adsys.metrics.protocols.choose_cohort_threshold` (``val``, ``val-fpr=0.05``, a
+    :func:`adsys.metrics.cohort.choose_cohort_threshold` (``val``, ``val-fpr=0.05``, a
     number or ``none``); ``num_workers``: actors, ``auto`` = one per GPU on a GPU cluster,
     else one per ``cpus_per_worker`` CPUs of the cluster.
     """

@@ -74,9 +74,10 @@ class DDPM(Method):
         "smoke": {"method_config": {"unet": _SMOKE_UNET}},
         "demo": {"method_config": {"unet": _DEMO_UNET, "data": {"min_brain_fraction": 0.05}}},
         # cDDPM's code, experiment cDDPM/DDPM (implementations.md §1.6): Adam 1e-4, batch 32,
-        # 1200 epochs of 12 steps (387 IXI volumes, one slice each), fp32, seed 3141, no EMA
+        # 1200 epochs of 12 steps (387 IXI volumes, one slice each), fp32, seed 3141, no EMA,
+        # validation every epoch and the checkpoint of the lowest validation loss
         "paper": {"batch_size": 32, "lr": 1e-4, "max_steps": 14_400, "seed": 3141,
-                  "ema_decay": 0.0, "precision": "fp32", "val_every": 12},
+                  "ema_decay": 0.0, "precision": "fp32", "val_every": 12, "export": "best_val"},
     }
 
     def __init__(self, config: DDPMConfig) -> None:

@@ -37,6 +37,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="run name (folder under --storage-path)")
     p.add_argument("--max-failures", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--export", choices=["last", "best_val"],
+                   help="export the last EMA weights, or those of the lowest val loss")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
                    help="any TrainConfig key, dotted for nested ones, value as YAML "
                         "(e.g. --set method_config.unet.model_channels=64); repeatable")
@@ -63,6 +65,7 @@ def config_from_args(args: argparse.Namespace, root: Path | None = None):
         "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "storage_path": args.storage_path, "name": args.name,
         "max_failures": args.max_failures, "checkpoint_every": args.checkpoint_every,
+        "export": args.export,
     }  # fmt: skip
     overrides = deep_merge(dotted_overrides(args.settings),
                            {k: v for k, v in flags.items() if v is not None})

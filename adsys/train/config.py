@@ -38,7 +38,9 @@ class TrainConfig(StrictModel):
     of the method's config (the method's defaults for the rest).
     ``precision``: ``auto`` = bf16 on GPU; every setting is fp32 on CPU. ``data_workers``:
     loader processes per rank; ``auto`` = the node's CPUs per rank minus one (at least 1 on a
-    multi-core node), so a GPU rank is not fed by its own thread.
+    multi-core node), so a GPU rank is not fed by its own thread. ``export``: the exported
+    weights are the EMA at the last step, or at the validation with the lowest loss
+    (``best_val``: checkpoint selection on validation loss, as some papers' code does).
     """
 
     method: str = DEFAULT_METHOD
@@ -51,6 +53,7 @@ class TrainConfig(StrictModel):
     precision: Precision = "auto"
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    export: Literal["last", "best_val"] = "last"
     val_every: int = 500
     val_batches: int = 4
     patience: int | None = None

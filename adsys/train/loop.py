@@ -7,7 +7,8 @@ loader's workers when the method says so; :mod:`adsys.train.data`), keeps an EMA
 weights, evaluates a fixed validation loss (all-reduced, so every rank takes the same
 early-stopping decision), checkpoints on every rank through
 ``ray.train.report`` and resumes from ``ray.train.get_checkpoint()`` at the same step with the
-same RNG streams. Rank 0 logs metrics (JSONL + TensorBoard) and exports the EMA model.
+same RNG streams. Rank 0 logs metrics (JSONL + TensorBoard) and exports the EMA model: the
+last step's, or (``export: best_val``) the one at the lowest validation loss.
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             val = validation_loss(engine, cfg, rank, world, device)
             metrics["val_loss"] = val
             if val < state.best_val - 1e-12:
-                state.best_val, state.evals_without_improvement = val, 0
+                state.best_val, state.best_step = val, state.step
+                state.evals_without_improvement = 0
+                if rank == 0 and cfg.export == "best_val":
+                    ema.keep_best()
             else:
                 state.evals_without_improvement += 1
             if cfg.patience is not None and state.evals_without_improvement >= cfg.patience:
@@ -153,14 +157,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 )
     if rank == 0:
         metrics_log.close()
+        best = cfg.export == "best_val" and ema.best is not None
         export_model(
             run_dir / "export",
             cfg.method,
             engine.module.config,
-            ema.state_dict(),
+            ema.best if best else ema.state_dict(),
             extra={
                 "train": cfg.model_dump(mode="json"),
                 "steps": state.step,
+                "exported_step": state.best_step if best else state.step,
                 "stopped_early": stopped_early,
                 "best_val_loss": _finite(state.best_val),
                 "preprocess": shard_preprocess_config(cfg),  # inference repeats it on NIfTI

@@ -65,6 +65,7 @@ def test_paper_presets_are_the_public_codes_settings():
         cfg = resolve_config("paper", None, {"method": name})
         assert (cfg.batch_size, cfg.lr, cfg.max_steps, cfg.seed) == (32, 1e-4, 14_400, 3141)
         assert cfg.precision == precision and cfg.ema_decay == 0.0
+        assert cfg.val_every == 12 and cfg.export == "best_val"  # every epoch, best val kept
         assert cfg.method_spec() == method_config(name)  # the published model = the defaults
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from adsys.methods.export import load_exported
 from adsys.train.config import resolve_config
@@ -46,9 +47,10 @@ def _run(shards, tmp_path, name, fault_step=None, **overrides):
 
 def test_killed_worker_is_restarted_and_resume_reproduces_losses_exactly(smoke_shards, tmp_path):
     ref = _run(smoke_shards, tmp_path, "ref", max_steps=6, checkpoint_every=3)
-    # the worker process dies (os._exit) after step 4; the last checkpoint is at step 3
+    # the worker process dies (os._exit) after step 4; the last checkpoint is at step 3.
+    # export: best_val keeps the EMA of the lowest val loss (steps 3, 6) across the restart
     hit = _run(smoke_shards, tmp_path, "hit", fault_step=4, max_steps=6, checkpoint_every=3,
-               max_failures=1)
+               max_failures=1, export="best_val")
     assert (hit / ".fault-injected-4").exists()
     lines = (hit / "logs" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in lines]
@@ -57,6 +59,12 @@ def test_killed_worker_is_restarted_and_resume_reproduces_losses_exactly(smoke_s
     # the exported EMA model loads without DeepSpeed and restores a volume's slices
     method, meta = load_exported(hit / "export")
     assert meta["steps"] == 6 and meta["preprocess"]["spacing"] == 4.0
+    vals = {r["step"]: r["val_loss"] for r in map(json.loads, lines) if "val_loss" in r}
+    best = min(vals, key=vals.get)
+    assert meta["exported_step"] == best
+    kept = load_file(str(hit / f"checkpoint_{best:08d}" / "ema.safetensors"))
+    exported = load_file(str(hit / "export" / "model.safetensors"))
+    assert all(torch.equal(kept[k], exported[k]) for k in kept)
     x = torch.rand(5, 1, 44, 52)
     rec = method.restore(x, torch.Generator().manual_seed(0))
     assert rec.shape == x.shape and torch.isfinite(rec).all()
