@@ -33,8 +33,9 @@ class StrictModel(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
 
-def load_yaml_config(cls: type[C], path: str | Path, overrides: dict[str, Any] | None = None) -> C:
-    """Build ``cls`` from a YAML file (safe_load) plus ``overrides``; errors name the file."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML file holds (``yaml.safe_load``; empty file → ``{}``); errors name
+    the file."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -42,7 +43,12 @@ def load_yaml_config(cls: type[C], path: str | Path, overrides: dict[str, Any] |
         raise InputError(path, f"cannot read YAML config ({exc})", "fix the file's syntax") from exc
     if not isinstance(raw, dict):
         raise InputError(path, "a config file must hold a mapping of keys to values")
-    raw.update(overrides or {})
+    return raw
+
+
+def load_yaml_config(cls: type[C], path: str | Path, overrides: dict[str, Any] | None = None) -> C:
+    """Build ``cls`` from a YAML file (safe_load) plus ``overrides``; errors name the file."""
+    raw = {**read_yaml(path), **(overrides or {})}
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:

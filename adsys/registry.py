@@ -15,7 +15,7 @@ import importlib.util
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["Registry", "UnknownNameError"]
 
@@ -84,6 +84,3 @@ class Registry(Generic[T]):
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
             ) from None
-
-    def __contains__(self, name: Any) -> bool:
-        return name in self._objects or name in self._modules

@@ -48,15 +48,14 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """YAML (``--config``) < flags → :class:`~adsys.infer.config.InferConfig`."""
-    import yaml
+    """YAML (``--config``) < flags < ``--set`` → :class:`~adsys.infer.config.InferConfig`."""
     from pydantic import ValidationError
 
-    from adsys.config import deep_merge, dotted_overrides, error_line
+    from adsys.config import deep_merge, dotted_overrides, error_line, read_yaml
     from adsys.errors import InputError
     from adsys.infer.config import InferConfig
 
-    base: dict[str, Any] = yaml.safe_load(args.config.read_text()) if args.config else {}
+    base = read_yaml(args.config) if args.config else {}
     flags = {
         "models": args.models, "cohort": args.cohort, "out": args.out,
         "splits": tuple(args.splits) if args.splits else None,
@@ -74,8 +73,8 @@ def config_from_args(args: argparse.Namespace):
                    "sw_batch_size": args.sw_batch_size,
                    "foreground_weight": args.foreground_weight},
     }
-    merged = deep_merge(base or {}, dotted_overrides(args.settings),
-                        _given(flags), {"inference": _given(recipe)})
+    merged = deep_merge(base, _given(flags), {"inference": _given(recipe)},
+                        dotted_overrides(args.settings))
     try:
         return InferConfig.model_validate(merged)
     except ValidationError as exc:

@@ -119,9 +119,13 @@ class InferenceRecipe(StrictModel):
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
+        from adsys.errors import InputError
         from adsys.metrics.protocols import get_protocol
 
-        get_protocol(v)  # an unknown name lists the known ones
+        try:
+            get_protocol(v)
+        except InputError as exc:  # one line: the name and the known ones
+            raise ValueError(f"{exc.problem}; {exc.fix}") from None
         return v
 
     @model_validator(mode="after")
@@ -158,11 +162,6 @@ class Method(nn.Module):
             raise ValueError(f"{type(self).__name__} has no anomaly_map: map.kind 'method' "
                              "needs one; use l1, ssim or shift")
         self.config = config
-
-    @classmethod
-    def from_config(cls, config: MethodConfig | dict[str, Any] | None = None) -> Method:
-        """Build from a config or a (partial) dict of its keys."""
-        return cls(cls.config_cls.model_validate(config or {}))
 
     def training_loss(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         """The scalar loss of one batch (the fields of ``config.data``)."""

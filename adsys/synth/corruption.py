@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from pydantic import ValidationError
 
-from adsys.config import StrictModel
+from adsys.config import StrictModel, error_line
 from adsys.registry import Registry
 
 __all__ = [
@@ -78,5 +79,9 @@ register_corruption = CORRUPTIONS.register
 
 def make_corruption(name: str, options: dict[str, Any] | None = None) -> Corruption:
     """The corruption registered as ``name`` with ``options`` (``ValueError`` naming a bad
-    option; unknown names list the known ones)."""
-    return CORRUPTIONS.get(name)(options)
+    option in one line; unknown names list the known ones)."""
+    cls = CORRUPTIONS.get(name)
+    try:
+        return cls(options)
+    except ValidationError as exc:
+        raise ValueError(f"corruption {name!r}: {error_line(exc, 'options.')}") from None

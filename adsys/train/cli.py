@@ -45,17 +45,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, root: Path | None = None):
-    """Preset < ``--config`` < flags → a validated :class:`~adsys.train.config.TrainConfig`.
+    """Preset < ``--config`` < flags < ``--set`` → a validated
+    :class:`~adsys.train.config.TrainConfig`.
 
     With the ``demo`` preset and no shards given, the shards are ``root/shards/out/demo``
     (``root``: the checkout the job runs from).
     """
-    import yaml
-
-    from adsys.config import deep_merge, dotted_overrides
+    from adsys.config import deep_merge, dotted_overrides, read_yaml
     from adsys.train.config import resolve_config
 
-    file_config = yaml.safe_load(args.config.read_text()) if args.config else None
+    file_config = read_yaml(args.config) if args.config else None
     preset = args.preset or (None if args.config else "demo")
     workers = args.data_workers
     flags = {
@@ -67,8 +66,8 @@ def config_from_args(args: argparse.Namespace, root: Path | None = None):
         "max_failures": args.max_failures, "checkpoint_every": args.checkpoint_every,
         "export": args.export,
     }  # fmt: skip
-    overrides = deep_merge(dotted_overrides(args.settings),
-                           {k: v for k, v in flags.items() if v is not None})
+    overrides = deep_merge({k: v for k, v in flags.items() if v is not None},
+                           dotted_overrides(args.settings))
     cfg = resolve_config(preset, file_config, overrides, source=args.config)
     given = "shards" in overrides or "shards" in (file_config or {})
     if preset == "demo" and not given and root is not None:

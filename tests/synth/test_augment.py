@@ -40,7 +40,7 @@ def test_probabilities_zero_give_the_input_back_and_bad_options_are_named():
                            {"gamma": 0, "bias_field": 0, "blur": 0, "ghosting": 0})
     x, m = _batch()
     assert torch.equal(none(x, m, torch.Generator().manual_seed(1)).corrupted, x)
-    with pytest.raises(ValueError, match="gama"):
+    with pytest.raises(ValueError, match="corruption 'intensity_augmentation': options.gama: unk"):
         make_corruption("intensity_augmentation", {"gama": 0.5})
     with pytest.raises(ValueError, match="unknown corruption 'nope'; known: intensity"):
         make_corruption("nope")
