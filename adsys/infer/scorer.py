@@ -13,7 +13,6 @@ computed.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -44,20 +43,18 @@ def ensemble_recipe(configs: list[MethodConfig]) -> InferenceRecipe:
     must agree (each member keeps its own ``t_values``), and one spatial dimensionality."""
     first = configs[0]
     for key in _SHARED:
-        values = {json.dumps(getattr(c.inference, key), default=_dump, sort_keys=True)
-                  for c in configs}
-        if len(values) > 1:
+        other = next((c for c in configs if getattr(c.inference, key) !=
+                      getattr(first.inference, key)), None)
+        if other is not None:
             raise InputError(None, f"the ensemble's models disagree on inference.{key}: "
-                             f"{sorted(values)}", f"set inference.{key} for the run")
+                             f"{getattr(first.inference, key)!r} vs "
+                             f"{getattr(other.inference, key)!r}",
+                             f"set inference.{key} for the run")
     dims = {c.data.dims for c in configs}
     if len(dims) != 1:
         raise InputError(None, f"an ensemble must be all 2D or all 3D models, got {dims}",
                          "pass models of one dimensionality")
     return first.inference
-
-
-def _dump(value: Any) -> Any:
-    return value.model_dump(mode="json")
 
 
 class VolumeScorer:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from adsys.methods.base import CorruptionSpec, DataSpec
+from adsys.methods.base import DataSpec
 from adsys.shards.loader import make_loader
 from adsys.shards.stream import ShardStream
 from adsys.shards.tar import load_shard_manifest
@@ -52,10 +52,11 @@ def steps_per_epoch(cfg: TrainConfig, world: int) -> int:
     return max(1, items // (cfg.batch_size * world))
 
 
-def _stream(cfg: TrainConfig, split: str, rank: int, world: int,
-            corruption: CorruptionSpec | None, **kw: Any) -> ShardStream:
-    """This rank's stream of ``split`` as the method's data spec declares it."""
+def _stream(cfg: TrainConfig, split: str, rank: int, world: int, **kw: Any) -> ShardStream:
+    """This rank's stream of ``split`` as the method's data spec declares it (the val split
+    with the spec's ``val_corruption``)."""
     spec: DataSpec = cfg.method_spec().data
+    corruption = spec.val_corruption if split == "val" else spec.corruption
     return ShardStream(
         cfg.shards, split=split, mode=spec.mode, batch_size=cfg.batch_size, rank=rank,
         world_size=world, seed=cfg.seed, min_brain_fraction=spec.min_brain_fraction,
@@ -72,8 +73,8 @@ def train_batches(
     Corrupt samples are skipped (the reader checks every checksum) and counted in the log.
     """
     spe = steps_per_epoch(cfg, world)
-    stream = _stream(cfg, "train", rank, world, cfg.method_spec().data.corruption,
-                     resampled=True, steps_per_epoch=spe, on_corrupt="skip")  # fmt: skip
+    stream = _stream(cfg, "train", rank, world, resampled=True, steps_per_epoch=spe,
+                     on_corrupt="skip")
     loader = make_loader(stream, num_workers=data_workers(cfg.data_workers, local_world))
     epoch, skip = divmod(start_step, spe)
     while True:
@@ -86,8 +87,8 @@ def train_batches(
 
 def val_batches(cfg: TrainConfig, rank: int, world: int) -> list[dict[str, Any]]:
     """The first ``val_batches`` batches of this rank's exact share of the val split."""
-    stream = _stream(cfg, "val", rank, world, cfg.method_spec().data.val_corruption,
-                     resampled=False, shuffle=False, on_corrupt="raise")  # fmt: skip
+    stream = _stream(cfg, "val", rank, world, resampled=False, shuffle=False,
+                     on_corrupt="raise")
     loader = make_loader(stream, num_workers=0)
     return list(itertools.islice(loader, cfg.val_batches))
 
