@@ -8,6 +8,9 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.adsys-installed
 DEMO ?= demo
 RUNS ?= runs
+# `METHOD=pddpm make demo` trains and runs another method (runs/demo-pddpm).
+METHOD ?= cddpm
+DEMO_RUN ?= $(if $(filter cddpm,$(METHOD)),demo,demo-$(METHOD))
 # DeepSpeed JIT-builds small C++ ops once; keep them per checkout instead of per run.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export RAY_USAGE_STATS_ENABLED ?= 0
@@ -30,15 +33,16 @@ demo: $(STAMP) $(DEMO)/data/manifest.csv
 	$(VENV)/bin/adsys preprocess $(DEMO)/data/manifest.csv --out $(DEMO)/preprocessed \
 		--spacing 2 --shape 96 112 96
 	$(PY) ray_jobs/build_shards.py shards/demo.yaml
-	$(MAKE) $(RUNS)/demo/export/config.json
-	$(PY) ray_jobs/infer.py --model $(RUNS)/demo/export --cohort shards/out/demo \
-		--out $(RUNS)/demo/infer --threshold val-fpr=0.05
+	$(MAKE) $(RUNS)/$(DEMO_RUN)/export/config.json
+	$(PY) ray_jobs/infer.py --model $(RUNS)/$(DEMO_RUN)/export --cohort shards/out/demo \
+		--out $(RUNS)/$(DEMO_RUN)/infer --threshold val-fpr=0.05
 
 $(DEMO)/data/manifest.csv: | $(STAMP)
 	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
 
-$(RUNS)/demo/export/config.json: | $(STAMP)
-	$(PY) ray_jobs/train.py --preset demo --storage-path $(RUNS) --name demo
+$(RUNS)/$(DEMO_RUN)/export/config.json: | $(STAMP)
+	$(PY) ray_jobs/train.py --preset demo --method $(METHOD) --storage-path $(RUNS) \
+		--name $(DEMO_RUN)
 
 bench: demo
 	$(PY) -m pip install -e ".[dev,bench]"

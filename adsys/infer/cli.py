@@ -27,7 +27,7 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssim-data-range", type=float, help="255 reproduces the UPD benchmark")
     p.add_argument("--roi", type=int, nargs="+", help="window size (default: whole slice)")
     p.add_argument("--overlap", type=float)
-    p.add_argument("--overlap-mode", choices=["monai", "step"])
+    p.add_argument("--overlap-mode", choices=["monai", "step", "spread"])
     p.add_argument("--blend", choices=["gaussian", "constant"])
     p.add_argument("--sw-batch-size", type=int)
     p.add_argument("--foreground-weight", action="store_true", default=None)

@@ -21,13 +21,14 @@ class WindowConfig(StrictModel):
     ``roi`` ``None`` = the whole axial slice (2D models) or volume (3D models): one window.
     ``sw_batch_size`` ``None`` = every window of a volume in one call, so a noise map drawn
     once per call is shared by all slices of the volume. ``overlap_mode`` ``step`` reads
-    ``overlap`` as the step in units of the window (``0.25`` = a quarter-window step);
+    ``overlap`` as the step in units of the window (``0.25`` = a quarter-window step),
+    ``spread`` as the largest step, windows spread evenly (:mod:`adsys.scoring.window`);
     ``foreground_weight`` weights each window's residual by its foreground fraction.
     """
 
     roi: tuple[int, ...] | None = None
     overlap: float = 0.25
-    overlap_mode: Literal["monai", "step"] = "monai"
+    overlap_mode: Literal["monai", "step", "spread"] = "monai"
     mode: Literal["gaussian", "constant"] = "gaussian"
     sigma_scale: float = 0.125
     sw_batch_size: int | None = None

@@ -21,8 +21,18 @@ Geometry follows MONAI's ``sliding_window_inference`` exactly (tested against it
 * ``overlap_mode="step"`` (DISYRE v2): ``overlap`` *is* the step as a fraction of ``roi``
   (their ``overlap=0.25`` means a 32-voxel step for 128-voxel windows, i.e. 75 % overlap);
   the image is zero-padded at the far end until the windows tile it exactly, then cropped.
+* ``overlap_mode="spread"`` (pDDPM's ``overlap``): ``overlap`` is the largest step as a
+  fraction of ``roi``; ``n = ⌈(size − roi) / step⌉ + 1`` windows per axis are spread evenly
+  over ``[0, size − roi]`` (starts ``⌊i · (size − roi) / (n − 1)⌋``), so with ``overlap=1``
+  and ``roi`` dividing the size they tile it, and otherwise overlap as little as evenly
+  possible; an image smaller than ``roi`` is padded as in ``monai``.
 * ``mode="gaussian"``: ``I = Π_d exp(−u_d² / (2 σ_d²))``, ``u_d`` centred, ``σ_d =
   sigma_scale · roi_d`` (0.125), clamped below at 10⁻³; ``mode="constant"``: ``I = 1``.
+
+With ``context=True`` the predictor also gets each window's :class:`WindowSites` — the
+(padded) images it was cut from and its origin — for methods that restore a window from the
+whole image around it (pDDPM noises one box of the full slice and keeps the box's
+prediction: boxes are the windows, stitching is the blend).
 
 The importance window, the summed-importance normaliser and the scatter index depend only
 on the geometry and are cached (:func:`window_plan`). Accumulation runs the fused Triton
@@ -32,6 +42,7 @@ kernel on CUDA tensors and its torch twin elsewhere (:mod:`adsys.kernels.window`
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +62,9 @@ from adsys.kernels.window import (
 __all__ = [
     "WindowPlan",
     "WindowResult",
+    "WindowSites",
+    "box_mask",
+    "crop_boxes",
     "importance_map",
     "slices_to_volume",
     "sliding_window_ensemble",
@@ -58,9 +72,9 @@ __all__ = [
     "window_plan",
 ]
 
-OverlapMode = Literal["monai", "step"]
+OverlapMode = Literal["monai", "step", "spread"]
 BlendMode = Literal["gaussian", "constant"]
-Predictor = Callable[[torch.Tensor, Any], torch.Tensor]
+Predictor = Callable[..., torch.Tensor]  # (windows, member[, sites]) -> reconstruction
 
 
 def importance_map(
@@ -90,6 +104,12 @@ def _axis_starts(size: int, roi: int, step: int) -> tuple[int, ...]:
         (d for d in range(math.ceil(size / step)) if d * step + roi >= size), 0
     ) + 1
     return tuple(i * step - max(i * step + roi - size, 0) for i in range(count))
+
+
+def _spread_starts(size: int, roi: int, step: int) -> tuple[int, ...]:
+    """Window starts along one axis: ``⌈(size − roi) / step⌉ + 1`` spread over [0, size − roi]."""
+    n = math.ceil((size - roi) / step) + 1
+    return tuple(i * (size - roi) // (n - 1) for i in range(n)) if n > 1 else (0,)
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,16 +155,19 @@ def _cached_plan(
     sigma_scale: float,
     device: str,
 ) -> WindowPlan:
-    if overlap_mode == "monai":
-        if any(not 0 <= o < 1 for o in overlap):
+    if overlap_mode in ("monai", "spread"):
+        if overlap_mode == "monai" and any(not 0 <= o < 1 for o in overlap):
             raise ValueError(f"overlap must be in [0, 1) with overlap_mode='monai', got {overlap}")
+        if overlap_mode == "spread" and any(not 0 < o <= 1 for o in overlap):
+            raise ValueError(f"the step fraction must be in (0, 1], got {overlap}")
         padded = tuple(max(s, r) for s, r in zip(image_size, roi, strict=True))
         pad = tuple(
             ((p - s) // 2, p - s - (p - s) // 2) for s, p in zip(image_size, padded, strict=True)
         )
+        fraction = overlap if overlap_mode == "spread" else tuple(1 - o for o in overlap)
         step = tuple(
-            r if r == p else max(int(r * (1 - o)), 1)
-            for r, p, o in zip(roi, padded, overlap, strict=True)
+            r if r == p else max(int(r * f), 1)
+            for r, p, f in zip(roi, padded, fraction, strict=True)
         )
     elif overlap_mode == "step":
         if any(not 0 < o <= 1 for o in overlap):
@@ -156,8 +179,11 @@ def _cached_plan(
         )
         pad = tuple((0, p - s) for s, p in zip(image_size, padded, strict=True))
     else:
-        raise ValueError(f"unknown overlap_mode {overlap_mode!r}; use 'monai' or 'step'")
-    starts = tuple(_axis_starts(p, r, st) for p, r, st in zip(padded, roi, step, strict=True))
+        raise ValueError(
+            f"unknown overlap_mode {overlap_mode!r}; use 'monai', 'step' or 'spread'"
+        )
+    axis = _spread_starts if overlap_mode == "spread" else _axis_starts
+    starts = tuple(axis(p, r, st) for p, r, st in zip(padded, roi, step, strict=True))
     grid = WindowGrid(starts, roi, padded, importance_map(roi, mode, sigma_scale, device))
     norm = torch.zeros((1, 1, *padded), dtype=torch.float32, device=grid.importance.device)
     ones = torch.ones((grid.num_windows, 1, *roi), device=norm.device)
@@ -197,6 +223,62 @@ def window_plan(
     )
 
 
+def box_mask(
+    origins: torch.Tensor, roi: Sequence[int], spatial: Sequence[int]
+) -> torch.Tensor:
+    """(n, 1, *spatial) bool: True inside the box ``[origin, origin + roi)`` of each row of
+    ``origins`` (n, d) — pDDPM's M_p, one box per image."""
+    inside = None
+    for d, (size, r) in enumerate(zip(spatial, roi, strict=True)):
+        pos = torch.arange(size, device=origins.device)
+        lo = origins[:, d, None]
+        axis = ((pos >= lo) & (pos < lo + r)).view(-1, *(size if e == d else 1
+                                                          for e in range(len(spatial))))
+        inside = axis if inside is None else inside & axis
+    return inside.unsqueeze(1)
+
+
+def crop_boxes(images: torch.Tensor, origins: torch.Tensor, roi: Sequence[int]) -> torch.Tensor:
+    """(n, C, *roi): from each image of ``images`` (n, C, *spatial) its box at the matching
+    row of ``origins`` (n, d) — one indexed gather for all boxes."""
+    n, c = images.shape[:2]
+    dims = len(roi)
+    index: list[torch.Tensor] = [torch.arange(n, device=images.device).view(n, *(1,) * dims)]
+    for d, r in enumerate(roi):
+        pos = origins[:, d].view(n, 1) + torch.arange(r, device=images.device)
+        index.append(pos.view(n, *(r if e == d else 1 for e in range(dims))))
+    # advanced indices around the channel slice put the channel axis last
+    return images.movedim(1, -1)[tuple(index)].movedim(-1, 1)
+
+
+@dataclass(frozen=True)
+class WindowSites:
+    """Where the windows of one predictor call come from (``context=True``).
+
+    ``images``: (B, C, *padded) every padded input image; ``image_index``: (n,) int64, each
+    window's image in ``images``; ``origins``: (n, d) int64 window starts (voxels of the
+    padded image); ``roi``: the window size.
+    """
+
+    images: torch.Tensor
+    image_index: torch.Tensor
+    origins: torch.Tensor
+    roi: tuple[int, ...]
+
+    def context(self) -> torch.Tensor:
+        """(n, C, *padded): each window's whole image."""
+        return self.images[self.image_index]
+
+    def masks(self) -> torch.Tensor:
+        """(n, 1, *padded) bool: each window's box in its image (:func:`box_mask`)."""
+        return box_mask(self.origins, self.roi, self.images.shape[2:])
+
+    def crop(self, full: torch.Tensor) -> torch.Tensor:
+        """(n, C, *roi): each window's box cut from ``full`` (n, C, *padded), e.g. the
+        prediction for its whole image (:func:`crop_boxes`)."""
+        return crop_boxes(full, self.origins, self.roi)
+
+
 @dataclass
 class WindowResult:
     """``map``: (B, C, *spatial) blended anomaly map (or prediction); ``reconstruction``:
@@ -221,6 +303,7 @@ def sliding_window_ensemble(
     foreground_weight: bool = False,
     return_reconstruction: bool = False,
     cval: float = 0.0,
+    context: bool = False,
 ) -> WindowResult:
     """Sliding-window ensemble over ``inputs`` (B, C, *spatial); 2 or 3 spatial dims.
 
@@ -238,6 +321,8 @@ def sliding_window_ensemble(
             ``> 0`` (DISYRE); the normaliser stays the summed importance.
         return_reconstruction: also blend the mean reconstruction (importance weights only).
         cval: padding value of the inputs.
+        context: call ``predictor(windows, member, sites)`` with the windows'
+            :class:`WindowSites` (their whole padded images and origins).
 
     Windows are cut, reconstructed and blended one predictor call at a time, so memory
     stays bounded by ``(M + 2) ×`` the windows of one call and, on CPU, the working set of a
@@ -267,7 +352,11 @@ def sliding_window_ensemble(
         windows = x.new_empty((sum(sizes), channels, *plan.roi))
         for (b0, b1, grid), part in zip(pieces, windows.split(sizes), strict=True):
             gather_windows(x[b0:b1], grid, out=part)
-        recons = [predictor(windows, member) for member in members]
+        if context:
+            sites = _sites(x, pieces, plan.roi)
+            recons = [predictor(windows, member, sites) for member in members]
+        else:
+            recons = [predictor(windows, member) for member in members]
         weight = (windows > 0).flatten(1).float().mean(1) if foreground_weight else None
         i = 0
         for (b0, b1, grid), n in zip(pieces, sizes, strict=True):
@@ -297,6 +386,18 @@ def _call_pieces(grid: WindowGrid, start: int, stop: int) -> list[tuple[int, int
             else:
                 pieces.append((b, b + 1, sub))
     return pieces
+
+
+def _sites(
+    x: torch.Tensor, pieces: list[tuple[int, int, WindowGrid]], roi: tuple[int, ...]
+) -> WindowSites:
+    """The :class:`WindowSites` of one call's pieces, in the order they were gathered."""
+    index, origins = [], []
+    for b0, b1, grid in pieces:
+        starts = torch.tensor(list(itertools.product(*grid.starts)), dtype=torch.int64)
+        index.append(torch.arange(b0, b1).repeat_interleave(len(starts)))
+        origins.append(starts.repeat(b1 - b0, 1))
+    return WindowSites(x, torch.cat(index).to(x.device), torch.cat(origins).to(x.device), roi)
 
 
 def volume_to_slices(volume: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""ddpm and cddpm: the reference behaviour of each (the contract tests cover the rest)."""
+"""ddpm, cddpm (pddpm: test_pddpm.py): the reference behaviour of each (the contract tests
+cover the rest)."""
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ def _batch(seed=0):
     return (x - x.amin()) / (x.amax() - x.amin())
 
 
-@pytest.mark.parametrize("name", ["ddpm", "cddpm"])
+@pytest.mark.parametrize("name", ["ddpm", "cddpm", "pddpm"])
 def test_overfits_one_batch(name):
     torch.manual_seed(0)
     method = build_method(name, _tiny(name))

@@ -1,4 +1,5 @@
-"""Sliding-window ensembles: MONAI equivalence, invariances, DISYRE step semantics, caching."""
+"""Sliding-window ensembles: MONAI equivalence, invariances, DISYRE step and pDDPM spread
+semantics, windows in context, caching."""
 
 import itertools
 
@@ -8,6 +9,8 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from adsys.scoring import (
+    box_mask,
+    crop_boxes,
     importance_map,
     slices_to_volume,
     sliding_window_ensemble,
@@ -54,8 +57,8 @@ def test_twin_equals_monai_sliding_window_inference(shape, roi, overlap, mode, s
     "shape,roi,overlap,overlap_mode",
     [(s, r, o, m) for (s, r), o, m in itertools.product(
         [((4, 1, 23, 17), (8, 8)), ((1, 2, 11, 13, 9), (4, 6, 5)), ((2, 1, 6, 5), (9, 9))],
-        [0.0, 0.25, 0.5, 0.75], ["monai", "step"],
-    ) if not (m == "step" and o == 0.0)],
+        [0.0, 0.25, 0.5, 0.75, 1.0], ["monai", "step", "spread"],
+    ) if (o > 0.0 or m == "monai") and (o < 1.0 or m != "monai")],
 )
 @pytest.mark.parametrize("mode", ["gaussian", "constant"])
 def test_identity_predictor_returns_the_input(shape, roi, overlap, overlap_mode, mode):
@@ -115,6 +118,71 @@ def test_step_mode_is_disyre_geometry():
     assert all(s[-1] + 32 == p for s, p in zip(plan.grid.starts, plan.padded, strict=True))
     monai = window_plan((100, 70), (32, 32), 0.25)
     assert monai.step == (24, 24) and monai.grid.starts[0][-1] == 100 - 32
+
+
+@pytest.mark.parametrize("size,roi,starts", [
+    (96, 48, (0, 48)),  # P | W: the spread grid is the tiling
+    (100, 48, (0, 26, 52)),  # ⌈100/48⌉ = 3 boxes re-spaced over [0, 52]
+    (112, 48, (0, 32, 64)),
+    (48, 48, (0,)),
+    (30, 48, (0,)),  # smaller than the box: padded, one box
+])
+def test_spread_mode_is_pddpm_overlap_geometry(size, roi, starts):
+    plan = window_plan((size,), (roi,), 1.0, overlap_mode="spread", mode="constant")
+    assert plan.grid.starts == (starts,)
+    assert plan.padded == (max(size, roi),)
+    # the boxes cover every voxel at least once
+    assert float(plan.inv_norm.min()) > 0 and float(plan.inv_norm.max()) <= 1
+
+
+def test_box_masks_and_crops_agree_with_slicing():
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(3, 2, 9, 11, generator=g)
+    origins = torch.tensor([[0, 0], [4, 6], [2, 3]])
+    mask = box_mask(origins, (5, 5), (9, 11))
+    crops = crop_boxes(images, origins, (5, 5))
+    assert mask.shape == (3, 1, 9, 11) and crops.shape == (3, 2, 5, 5)
+    for i, (a, b) in enumerate(origins.tolist()):
+        want = torch.zeros(9, 11, dtype=torch.bool)
+        want[a:a + 5, b:b + 5] = True
+        assert torch.equal(mask[i, 0], want)
+        assert torch.equal(crops[i], images[i, :, a:a + 5, b:b + 5])
+    vol = torch.rand(2, 1, 6, 7, 8, generator=g)
+    o3 = torch.tensor([[1, 2, 3], [0, 0, 4]])
+    assert torch.equal(crop_boxes(vol, o3, (3, 4, 2))[1], vol[1, :, 0:3, 0:4, 4:6])
+    assert int(box_mask(o3, (3, 4, 2), (6, 7, 8))[0].sum()) == 24
+
+
+@pytest.mark.parametrize("size,overlap,overlap_mode", [
+    ((2, 1, 32, 32), 0.0, "monai"), ((3, 1, 20, 28), 0.0, "monai"),
+    ((2, 1, 20, 28), 1.0, "spread"), ((1, 2, 10, 12, 9), 0.5, "step"),
+])
+@pytest.mark.parametrize("sw_batch_size", [1, 3, None])
+def test_windows_in_context_see_their_image_and_place(size, overlap, overlap_mode,
+                                                      sw_batch_size):
+    """The sites of each call name where its windows came from: cropping a window's whole
+    image at its origin gives the window back, so an identity "model" that restores every
+    window from its context stitches back the input (boxes tile: no blending needed)."""
+    x = torch.rand(size, generator=torch.Generator().manual_seed(1))
+    roi = (8,) * (len(size) - 2)
+    calls = []
+
+    def from_context(windows, member, sites):
+        full = sites.context()
+        assert full.shape[0] == windows.shape[0] and sites.masks().shape[0] == len(full)
+        assert torch.equal(sites.crop(full), windows)
+        assert sites.masks().flatten(1).sum(1).eq(8 ** len(roi)).all()
+        calls.append(len(windows))
+        return sites.crop(full)
+
+    out = sliding_window_ensemble(x, from_context, roi, overlap=overlap, mode="constant",
+                                  overlap_mode=overlap_mode, sw_batch_size=sw_batch_size,
+                                  reduce="prediction", context=True)
+    torch.testing.assert_close(out.map, x, atol=1e-6, rtol=0)
+    plan = window_plan(size[2:], roi, overlap, overlap_mode=overlap_mode, mode="constant")
+    assert sum(calls) == size[0] * plan.num_windows
+    if sw_batch_size is None:
+        assert calls == [size[0] * plan.num_windows]  # every window of every image at once
 
 
 def test_importance_map_is_monais_gaussian_clamped_at_1e3():
