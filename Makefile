@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Each creates .venv when missing, installs
-# torch first (CPU build 2.13.0 unless the venv already has a torch, e.g. your CUDA build),
-# then the project in editable mode, then runs.
+# torch first ($(TORCH_SPEC) from pip's configured index, unless the venv already has a torch;
+# see README "Quick start" for which build that is), then the project in editable mode, then runs.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python

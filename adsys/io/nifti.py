@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +30,8 @@ from adsys.errors import (
 )
 from adsys.io.geometry import Grid
 
+log = logging.getLogger(__name__)
+
 _READ_ERRORS = (ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError)
 
 
@@ -37,13 +40,15 @@ class Volume:
     """A 3D image in RAS+ canonical order.
 
     ``data``: float32 (x, y, z); ``affine``: 4×4 voxel→world (mm) of ``data``;
-    ``source``: the grid as stored on disk (before reorientation), for the way back.
+    ``source``: the grid as stored on disk (before reorientation), for the way back;
+    ``warnings``: what was suspicious but usable in the file (recorded with the outputs).
     """
 
     data: np.ndarray
     affine: np.ndarray
     source: Grid
     path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def grid(self) -> Grid:
@@ -83,12 +88,32 @@ def _check_affine(affine: np.ndarray, path: Path) -> None:
         )
 
 
+def _header_warnings(img: nib.spatialimages.SpatialImage, path: Path) -> list[str]:
+    """Logged warnings about a usable header: a NIfTI whose qform and sform codes are both 0
+    holds no orientation, and nibabel falls back to a guessed affine."""
+    if not isinstance(img, nib.Nifti1Pair):  # NIfTI-2 included; MGH always has an affine
+        return []
+    if int(img.header["qform_code"]) or int(img.header["sform_code"]):
+        return []
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    warning = (
+        f"{path}: the NIfTI header holds no orientation (qform_code and sform_code are 0); "
+        f"nibabel's fallback affine is used (voxel sizes {zooms} from pixdim, axes assumed "
+        "LAS, origin at the centre), so left/right and the world position may be wrong. "
+        "Fix: set the header's sform/qform from the scanner export (e.g. nibabel "
+        "`set_sform(affine, code=1)`)"
+    )
+    log.warning("%s", warning)
+    return [warning]
+
+
 def load_volume(path: str | Path) -> Volume:
     """Load a .nii, .nii.gz or .mgz file as float32 RAS+ :class:`Volume`.
 
     Raises a specific :class:`~adsys.errors.InputError` naming ``path`` when the file is
     missing or unreadable (corrupt gzip included), not 3D (4D with one volume is squeezed),
-    has a singular affine, or holds non-finite voxels.
+    has a singular affine, or holds non-finite voxels. A NIfTI header without orientation
+    (qform and sform codes 0) is logged as a warning and kept in ``Volume.warnings``.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,7 +141,8 @@ def load_volume(path: str | Path) -> Volume:
     ornt = io_orientation(affine)
     data = np.ascontiguousarray(apply_orientation(data, ornt), dtype=np.float32)
     canonical = affine @ inv_ornt_aff(ornt, source.shape)
-    return Volume(data=data, affine=canonical, source=source, path=path)
+    return Volume(data=data, affine=canonical, source=source, path=path,
+                  warnings=_header_warnings(img, path))
 
 
 def load_aligned(path: str | Path, like: Volume, *, role: str) -> Volume:

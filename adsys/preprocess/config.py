@@ -21,6 +21,12 @@ class PreprocessConfig(StrictModel):
     ``spacing``, one interpolation) → brain mask → crop/pad to ``shape`` around the brain →
     intensity normalisation → background set to 0.
 
+    Brain mask without a mask file: ``image > background + mask_threshold`` on the source
+    grid, resampled like a mask file (nearest). ``mask_background`` is the background level
+    in the image's units, or ``border`` (default): the most frequent value on the volume's
+    faces, i.e. the constant skull stripping leaves outside the brain (0, an offset, -1024 in
+    CT units). Scans with a noisy background need a mask file.
+
     Normalisation recipes (``normalization``):
       * ``percentile`` — the ``percentiles`` (default 1st, 99th) of intensities *inside the
         brain mask* map to 0 and 1, clipped to [0, 1] (cDDPM / pDDPM; default).
@@ -34,6 +40,7 @@ class PreprocessConfig(StrictModel):
     template: Path | None = None
     interpolation: Literal["bspline", "linear"] = "bspline"
     mask_threshold: float = 0.0
+    mask_background: float | Literal["border"] = "border"
     normalization: Normalization = "percentile"
     percentiles: tuple[float, float] = (1.0, 99.0)
     quantiles: tuple[float, float] = (0.0, 0.98)

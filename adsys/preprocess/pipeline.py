@@ -24,6 +24,7 @@ from adsys.io.nifti import Volume, load_aligned, load_label, load_volume, sha256
 from adsys.preprocess.bias import n4_correct
 from adsys.preprocess.config import PreprocessConfig
 from adsys.preprocess.crop import centred_window, extract_window
+from adsys.preprocess.mask import threshold_mask
 from adsys.preprocess.normalize import normalize_intensity
 
 RECORD_VERSION = 1
@@ -104,16 +105,16 @@ def preprocess_volume(
     if order == 3:  # B-splines overshoot; keep the source's intensity range
         np.clip(image, float(data.min()), float(data.max()), out=image)
     if mask is not None:
-        brain = resample(mask.astype(np.uint8), volume.grid, grid, world=reg, order=0) > 0
-        mask_source = "file"
-    else:
-        brain = image > config.mask_threshold
-        mask_source = "threshold"
+        mask_record: dict[str, Any] = {"source": "file"}
+    else:  # threshold on the source grid: resampled intensities ring into the background
+        mask, mask_record = threshold_mask(data, config.mask_threshold, config.mask_background)
+    brain = resample(mask.astype(np.uint8), volume.grid, grid, world=reg, order=0) > 0
     if not brain.any():
         raise EmptyMaskError(
             where,
-            f"the brain mask ({mask_source}) is empty on the preprocessed grid",
-            "check the mask file, or lower mask_threshold for images without a given mask",
+            f"the brain mask ({mask_record['source']}) is empty on the preprocessed grid",
+            "check the mask file, or lower mask_threshold / set mask_background for images "
+            "without a given mask",
         )
     lesions = None
     if seg is not None:
@@ -159,13 +160,10 @@ def preprocess_volume(
         "registration": reg.tolist(),
         "grid": grid.to_json(),
         "crop_start": [int(v) for v in start],
-        "mask": {
-            "source": mask_source,
-            "threshold": config.mask_threshold,
-            "voxels": int(brain.sum()),
-        },
+        "mask": {**mask_record, "voxels": int(brain.sum())},
         "n4": n4_done,
         "normalization": norm,
+        "warnings": list(volume.warnings),
     }
     return Preprocessed(
         subject_id=subject_id,

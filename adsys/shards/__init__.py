@@ -17,6 +17,7 @@ _EXPORTS = {
     "Sample": "adsys.shards.sample",
     "ShardManifest": "adsys.shards.schema",
     "ShardFormatError": "adsys.shards.schema",
+    "ShardManifestError": "adsys.shards.schema",
     "BuildResult": "adsys.shards.build",
     "SpecMismatchError": "adsys.shards.build",
     "build_shards": "adsys.shards.build",

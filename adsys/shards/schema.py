@@ -55,7 +55,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from adsys.errors import AdsysError
+from adsys.errors import AdsysError, InputError
 from adsys.synth.variants import LesionFormat
 
 SCHEMA_VERSION = 3
@@ -80,11 +80,16 @@ _EXT_CODEC = {ext: codec for codec, ext in CODEC_EXT.items()}
 _DTYPES = {"image": np.float16, "mask": np.uint8, "variants": np.float16, "seg": np.uint8}
 _LESION_DTYPES = {"binary": np.uint8, "soft": np.float16}
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9%_-]*$")
+_SHARD_NAME = re.compile(rf"{SHARD_DIR}/(?P<split>{'|'.join(SPLITS)})-[0-9]{{6,}}\.tar")
 MAX_MEMBER_BYTES = 4 << 30  # a member larger than this is not one of ours
 
 
 class ShardFormatError(AdsysError):
     """A shard, sample or manifest does not follow this schema (or is corrupt)."""
+
+
+class ShardManifestError(InputError, ShardFormatError):
+    """A ``manifest.json`` names a shard or store path its build cannot have written."""
 
 
 def field_dtype(name: str, lesion_format: LesionFormat = "binary") -> np.dtype:
@@ -114,6 +119,12 @@ def member_name(key: str, field: str, codec: Codec) -> str:
     if field in (META_FIELD, REPLAY_FIELD):
         return f"{key}.{field}.{META_EXT}"
     return f"{key}.{field}.{CODEC_EXT[codec]}"
+
+
+def shard_name(split: str, index: int) -> str:
+    """Path of shard ``index`` of ``split`` relative to the output root (what the writer
+    names it and the only form :meth:`ShardManifest.from_json` accepts)."""
+    return f"{SHARD_DIR}/{split}-{index:06d}.tar"
 
 
 def parse_member_name(name: str) -> tuple[str, str, Codec]:
@@ -211,4 +222,30 @@ class ShardManifest(_Record):
                 f"{where}: schema version {manifest.schema_version}, this adsys reads "
                 f"{SCHEMA_VERSION}; rebuild the shards"
             )
+        manifest._check_paths(where)
         return manifest
+
+    def _check_paths(self, where: str) -> None:
+        """Refuse shard names and a store path the build cannot have written.
+
+        Names go into paths and into ``shard_url`` templates (a ``pipe:`` template runs a
+        shell command), so a manifest is input like any other: a shard name must be
+        :func:`shard_name` of its own split (no other folder, no ``..``, no shell syntax)
+        and the store, when there is one, :data:`ZARR_NAME`.
+        """
+        bad = [
+            repr(s.name)
+            for s in self.shards
+            if not (m := _SHARD_NAME.fullmatch(s.name)) or m["split"] != s.split
+        ]
+        if self.zarr not in (None, ZARR_NAME):
+            bad.append(f"zarr store {self.zarr!r}")
+        if bad:
+            raise ShardManifestError(
+                where,
+                f"refusing path(s) the shard build never writes: {', '.join(bad)} (a shard "
+                f"is named {SHARD_DIR}/<split>-NNNNNN.tar after its own split; the store "
+                f"is {ZARR_NAME!r})",
+                "use the manifest.json written by `adsys shards build` (rebuild the shards "
+                "if it was edited or replaced)",
+            )

@@ -13,7 +13,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from adsys.shards.schema import SHARD_DIR, SampleRecord, ShardRecord
+from adsys.shards.schema import SampleRecord, ShardRecord, shard_name
 
 Members = list[tuple[str, bytes]]
 BLOCK = tarfile.BLOCKSIZE
@@ -109,11 +109,6 @@ def read_tar(path: str | Path) -> Members:
     """All members of a (small, trusted: written by :func:`write_tar`) tar file, in order."""
     with tarfile.open(path, mode="r:") as tf:
         return [(m.name, tf.extractfile(m).read()) for m in tf if m.isreg()]
-
-
-def shard_name(split: str, index: int) -> str:
-    """Path of shard ``index`` of ``split`` relative to the output root."""
-    return f"{SHARD_DIR}/{split}-{index:06d}.tar"
 
 
 class TarShardWriter:

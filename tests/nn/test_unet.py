@@ -45,19 +45,23 @@ def test_film_conditioning_vector_changes_the_output():
         net(x, t)
 
 
-def test_film_is_scale_shift_of_group_norm():
-    """With a zero embedding projection except the bias, h = GN(h)·(1+s) + b exactly."""
+@pytest.mark.parametrize(("dims", "spatial"), [(2, (5, 6)), (3, (4, 5, 3))])
+def test_film_resblock_forward_is_scale_shift_of_group_norm(dims, spatial):
+    """``ResBlock.forward`` = skip(x) + out(GN(h)·(1+s) + b), (s, b) the halves of the
+    embedding projection, recomputed here from the block's own layers."""
     from adsys.nn.unet import ResBlock
 
-    blk = ResBlock(8, 4, 8, dims=2)
-    with torch.no_grad():
-        blk.emb[1].weight.zero_()
-        blk.emb[1].bias.copy_(torch.cat([torch.full((8,), 0.5), torch.full((8,), 2.0)]))
-    h = torch.randn(1, 8, 5, 5)
-    expected = blk.out_norm(h) * 1.5 + 2.0
-    view = blk.emb(torch.zeros(1, 4)).chunk(2, 1)
-    got = blk.out_norm(h) * (1 + view[0][..., None, None]) + view[1][..., None, None]
-    torch.testing.assert_close(got, expected)
+    blk = _trained_like(ResBlock(8, 4, 6, dims=dims)).eval()  # out conv no longer zero
+    x, emb = torch.randn(2, 8, *spatial), torch.randn(2, 4)
+    linear = blk.emb[1]
+    projected = torch.nn.functional.linear(torch.nn.functional.silu(emb), linear.weight,
+                                           linear.bias)
+    s, b = (v.reshape(2, 6, *[1] * dims) for v in (projected[:, :6], projected[:, 6:]))
+    h = blk.in_conv(torch.nn.functional.silu(blk.in_norm(x)))
+    expected = blk.skip(x) + blk.out(blk.out_norm(h) * (1 + s) + b)
+    torch.testing.assert_close(blk(x, emb), expected)
+    # and the conditioning reaches the output (the block is not its skip path alone)
+    assert not torch.allclose(blk(x, emb), blk(x, emb + 1.0), atol=1e-4)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

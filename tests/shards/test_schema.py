@@ -19,15 +19,21 @@ from adsys.shards.sample import (
     variant_boxes,
 )
 from adsys.shards.schema import (
+    MANIFEST_NAME,
     SampleRecord,
     ShardFormatError,
+    ShardManifest,
+    ShardManifestError,
     ShardRecord,
+    SplitRecord,
     parse_member_name,
     sample_key,
     subject_id_of,
 )
 from adsys.shards.spec import ShardSpec, load_spec
-from adsys.shards.tar import read_shard
+from adsys.shards.stream import ShardStream
+from adsys.shards.tar import load_shard_manifest, read_shard
+from adsys.shards.verify import verify_shards
 from adsys.shards.writers import TarShardWriter, member_nbytes, write_tar
 from tests.shards.conftest import SMOKE_SPEC
 
@@ -308,3 +314,61 @@ def test_every_codec_and_long_ids_read_back_through_the_shard_reader(tmp_path, c
     assert read.sample.key == key
     for name, arr in arrays.items():
         assert np.array_equal(getattr(read.sample, name), arr)
+
+
+def _one_shard_build(root, name_of=lambda name: name, zarr=None):
+    """A real one-shard build folder at ``root`` (tar + manifest.json), without Ray; the
+    manifest's shard name passes through ``name_of`` (to tamper with it). Returns the path
+    of the manifest."""
+    arrays, meta = _sample("sub-1")
+    members = encode_sample("sub-1", arrays, meta, "none")
+    writer = TarShardWriter(root, "train", target_bytes=1 << 30)
+    writer.add(members, SampleRecord(key="sub-1", subject_id="sub-1", row=0,
+                                      crc32c=sample_checksum(members), nbytes=0))
+    shard = writer.close()
+    manifest = ShardManifest(
+        status="complete", spec_digest="0", spec={}, formats=["wds"], lesion_format="binary",
+        zarr=zarr,
+        splits={"train": SplitRecord(subjects=["sub-1"], num_variants=2, generator="fluid",
+                                     shape=arrays["image"].shape, has_seg=False)},
+        shards=[shard.model_copy(update={"name": name_of(shard.name)})],
+    )
+    path = root / MANIFEST_NAME
+    path.write_text(manifest.to_json())
+    return path
+
+
+def test_an_untampered_manifest_streams_its_shard(tmp_path):
+    _one_shard_build(tmp_path)
+    (batch,) = ShardStream(tmp_path, split="train", mode="volumes", batch_size=1)
+    assert batch["subject_id"] == ["sub-1"] and batch["image"].shape == (1, 1, 6, 7, 5)
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        "../../outside/train-000000.tar",  # a path outside the build folder
+        "/etc/passwd",
+        "train-000000.tar",  # not in the shard folder
+        "shards/val-000000.tar",  # another split's name
+        "{name}\n",
+        "{name}; touch PWNED #",  # shell syntax for a pipe: template
+    ],
+)
+def test_tampered_shard_names_are_refused_before_any_read(tmp_path, tampered, monkeypatch):
+    path = _one_shard_build(tmp_path, lambda name: tampered.format(name=name))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ShardManifestError) as info:
+        ShardStream(tmp_path, split="train", mode="volumes", batch_size=1,
+                    shard_url=f"pipe:cat {tmp_path}/{{name}}")
+    assert str(path) in str(info.value) and "Fix: use the manifest.json" in str(info.value)
+    assert not (tmp_path / "PWNED").exists()
+    for read in (load_shard_manifest, verify_shards):
+        with pytest.raises(ShardManifestError, match="refusing path"):
+            read(tmp_path)
+
+
+def test_a_store_path_other_than_the_builds_is_refused(tmp_path):
+    _one_shard_build(tmp_path, zarr="../elsewhere.zarr")
+    with pytest.raises(ShardManifestError, match="zarr store '../elsewhere.zarr'"):
+        verify_shards(tmp_path)

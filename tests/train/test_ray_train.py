@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from adsys.methods.export import load_exported
+from adsys.shards.store import CohortStore
 from adsys.train.config import resolve_config
 from adsys.train.job import run_training
 
@@ -153,5 +154,13 @@ def test_ray_job_submit_trains_the_demo_preset_of_ddpm(smoke_shards, tmp_path):
     assert record["method"] == "ddpm" and record["steps"] == 2
     assert record["config"]["unet"]["channel_mult"] == [1, 2, 2]
     assert record["config"]["data"]["min_brain_fraction"] == 0.05
-    rec = method.restore(torch.rand(2, 1, 44, 52), torch.Generator().manual_seed(0))
-    assert rec.shape == (2, 1, 44, 52)
+    # the exported model restores a real preprocessed volume of the cohort it trained on,
+    # as its axial slices (z, 1, x, y)
+    store = CohortStore(smoke_shards)
+    volume = torch.from_numpy(store[store.subjects("val")[0]].image.astype("float32"))
+    slices = volume.permute(2, 0, 1)[:, None].contiguous()
+    rec = method.restore(slices, torch.Generator().manual_seed(0))
+    assert rec.shape == slices.shape == (44, 1, 44, 52)
+    assert torch.isfinite(rec).all() and rec.min() >= 0 and rec.max() <= 1
+    assert not torch.equal(rec, slices)  # reconstructed from noised input, not passed through
+    torch.testing.assert_close(method.restore(slices, torch.Generator().manual_seed(0)), rec)
