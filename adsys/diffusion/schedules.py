@@ -1,10 +1,12 @@
-"""Noise schedules: β_t and the derived ᾱ_t, computed in float64 then stored as float32."""
+"""Noise schedules: β_t and the derived ᾱ_t, computed in float64 then stored as float32;
+inference timestep spacings."""
 
 from __future__ import annotations
 
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,3 +46,12 @@ class NoiseSchedule(nn.Module):
     def at(self, name: str, t: torch.Tensor, ndim: int) -> torch.Tensor:
         """``name``[t] reshaped to (B, 1, ..., 1) with ``ndim`` dims in total, for broadcasting."""
         return getattr(self, name).to(t.device)[t].reshape(-1, *([1] * (ndim - 1)))
+
+
+def trailing_timesteps(T: int, n: int) -> list[int]:
+    """``n`` of the ``T`` steps, descending, in the "trailing" spacing of diffusers (Lin et al.
+    2024, Table 2): ``round(arange(T, 0, −T/n)) − 1``, so the first is always T − 1 (numpy's
+    round, half to even, as diffusers). DISYRE v2 infers at T = 100, n = 4: [99, 74, 49, 24]."""
+    if not 1 <= n <= T:
+        raise ValueError(f"need 1 <= n <= T for {T} steps, got n={n}")
+    return (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1).tolist()

@@ -1,4 +1,5 @@
-"""Pseudo-pathology generators: Perlin and simplex noise, fluid-driven lesions.
+"""Pseudo-pathology generators: Perlin and simplex noise, fluid-driven lesions, online
+corruptions (augmentation, DISYRE's disentangled anomalies).
 
 Modules (imported on demand, so that ``adsys`` starts without loading torch):
 
@@ -9,5 +10,9 @@ Modules (imported on demand, so that ``adsys`` starts without loading torch):
 * :mod:`adsys.synth.fluid` — ``FluidConfig``, ``generate``, ``replay``.
 * :mod:`adsys.synth.variants` — generators by name, ``make_variants``, ``replay_variant``
   (the shard builder's variants, with replay records).
+* :mod:`adsys.synth.tissue` — ``tissue_centroids`` (1-D k-means of brain intensities).
+* :mod:`adsys.synth.corruption` — the online corruption contract and registry.
+* :mod:`adsys.synth.augment` — ``intensity_augmentation`` (cDDPM's augmentation).
+* :mod:`adsys.synth.dag` — ``dag`` (DISYRE v2's disentangled anomaly generation).
 * :mod:`adsys.synth.cli` — ``adsys synth fluid``.
 """

@@ -40,6 +40,7 @@ from adsys.seeding import child_seeds
 from adsys.synth.flow import grid_factor, make_fields, una_velocity
 from adsys.synth.perlin import perlin_noise
 from adsys.synth.solver import solve, solve_una
+from adsys.synth.tissue import tissue_centroids
 
 __all__ = [
     "FluidConfig",
@@ -123,23 +124,6 @@ class FluidSample:
     params: dict[str, Any]
 
 
-def _kmeans_1d(values: np.ndarray, k: int = 3, iters: int = 100) -> np.ndarray:
-    """Cluster centres (ascending) of 1-D ``values``; deterministic quantile init."""
-    v = np.sort(values.astype(np.float64))
-    centres = np.quantile(v, (np.arange(k) + 0.5) / k)
-    csum = np.concatenate([[0.0], np.cumsum(v)])
-    for _ in range(iters):
-        cuts = np.searchsorted(v, (centres[1:] + centres[:-1]) / 2)
-        bounds = np.concatenate([[0], cuts, [len(v)]])
-        counts = np.diff(bounds)
-        sums = csum[bounds[1:]] - csum[bounds[:-1]]
-        new = np.where(counts > 0, sums / np.maximum(counts, 1), centres)
-        if np.allclose(new, centres):
-            break
-        centres = new
-    return centres
-
-
 def white_matter_mean(
     image: np.ndarray, mask: np.ndarray, wm: np.ndarray | None = None, tissue: str = "bright"
 ) -> float:
@@ -155,7 +139,7 @@ def white_matter_mean(
                 "pass the WM probability map of this subject, or omit it",
             )
         return float(image[region].astype(np.float64).mean())
-    centres = _kmeans_1d(image[brain])
+    centres = tissue_centroids(image[brain], k=3)
     return float(centres[-1] if tissue == "bright" else centres[0])
 
 

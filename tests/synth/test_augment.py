@@ -42,6 +42,6 @@ def test_probabilities_zero_give_the_input_back_and_bad_options_are_named():
     assert torch.equal(none(x, m, torch.Generator().manual_seed(1)).corrupted, x)
     with pytest.raises(ValueError, match="corruption 'intensity_augmentation': options.gama: unk"):
         make_corruption("intensity_augmentation", {"gama": 0.5})
-    with pytest.raises(ValueError, match="unknown corruption 'nope'; known: intensity"):
+    with pytest.raises(ValueError, match="unknown corruption 'nope'; known: .*intensity_aug"):
         make_corruption("nope")
     assert "intensity_augmentation" in CORRUPTIONS.names()
