@@ -141,6 +141,22 @@ def test_restoration_noises_one_box_of_each_slice_and_batches_them_all():
     torch.testing.assert_close(again, rec, atol=1e-5, rtol=0)  # the same noise, result
 
 
+def test_only_each_pass_box_reaches_the_reconstruction():
+    """What a pass predicts outside its noised box never reaches the stitched output: the
+    reconstruction outside each box is the other boxes' business (and the input there)."""
+    method = _pddpm().eval()
+    x = _slices(n=2)
+    clean = method.restore(x, torch.Generator().manual_seed(4))
+    boxes = []
+    pre = method.unet.register_forward_pre_hook(
+        lambda m, args: boxes.append(args[0] != to_model_range(x).repeat_interleave(6, 0)))
+    post = method.unet.register_forward_hook(lambda m, args, out: out + 100.0 * ~boxes[-1])
+    perturbed = method.restore(x, torch.Generator().manual_seed(4))
+    pre.remove()
+    post.remove()
+    assert torch.equal(perturbed, clean)
+
+
 def test_an_identity_model_stitches_back_the_input():
     """A network that returns its input, noised to t = 0 (x_t = x0 up to √ᾱ_0 ≈ 1) inside
     each box, reproduces the slice: stitching loses nothing, tiled or overlapping."""
