@@ -35,8 +35,8 @@ from adsys.errors import InputError
 from adsys.io.atomic import write_json_atomic
 from adsys.io.manifest import SubjectEntry, load_manifest
 from adsys.io.nifti import sha256_file
-from adsys.seeding import derive_seed
 from adsys.preprocess.pipeline import preprocess_subject
+from adsys.seeding import derive_seed
 from adsys.shards import store as zarr_store
 from adsys.shards.codecs import sample_checksum
 from adsys.shards.sample import (
@@ -70,7 +70,7 @@ from adsys.synth.variants import make_variants
 
 log = logging.getLogger(__name__)
 
-TISSUE_CLUSTERS = 5  # DISYRE v2's K tissue classes
+TISSUE_CLUSTERS = 5  # K tissue classes of the cold-diffusion anomaly generator
 TISSUE_SAMPLES_PER_SUBJECT = 20_000  # brain voxels per train subject for the centroids
 
 
