@@ -131,11 +131,13 @@ def record_steps(params: list[dict[str, Any]]) -> list[int]:
 class DISYRE(Method):
     config_cls = DISYREConfig
     presets = {
-        # 32-px patches on the smoke shards' 44×52 slices (4 mm), DAG window 30 (its minimum)
+        # 32-px patches on the smoke shards' 44×52 slices (4 mm), DAG window 30 (its minimum),
+        # inference on 32-px windows at a half-window step with 2 of the 4 steps
         "smoke": {"method_config": {
             "unet": {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
-                     "attention_resolutions": [2], "num_head_channels": 16},
-            "data": _data(32, 30)}},
+                     "num_head_channels": 32},
+            "data": _data(32, 30),
+            "inference": {"t_values": [99, 49], "window": {"roi": [32, 32], "overlap": 0.5}}}},
         # CPU minutes on the demo's 96×112 slices (2 mm): 64-px patches (a quarter of the
         # paper's area, less context per window) with DAG windows of 40 px (anomalies up to
         # 20 px instead of 44), a 4-level UNet with 1 res block, windows of 64 at a half-window
