@@ -17,7 +17,7 @@ DAG = {"window": 30, "tissue": "codebook"}
 
 def _tiny(**inference):
     cfg = resolve_config("smoke", None, {"method": "disyre"}).method_config
-    cfg.setdefault("inference", {}).update(inference)
+    cfg = {**cfg, "inference": {**cfg.get("inference", {}), **inference}}  # a copy: no preset
     torch.manual_seed(0)
     method = build_method("disyre", cfg)
     with torch.no_grad():  # off the zero-initialised output conv
