@@ -3,8 +3,11 @@
 A :class:`VolumeScorer` holds the loaded methods (an ensemble when several) and runs them
 through :func:`adsys.scoring.sliding_window_ensemble` as their inference recipe says
 (:func:`ensemble_recipe`): 2D methods see the volume's axial slices ``(Z, 1, X, Y)``, 3D
-methods the volume ``(1, 1, X, Y, Z)``. Each model is one ensemble member; its ``restore``
-already averages its own ``t_values``. With map kind ``method`` the members' own
+methods the volume ``(1, 1, X, Y, Z)``. With the recipe's ``members: models`` each model is
+one ensemble member; its ``restore`` already averages its own ``t_values``. With ``members:
+steps`` every (model, t) pair of the models' ``t_values`` is a member, restored by the
+model's ``restore_step``, so one pass of the ensemble averages the residuals over every t of
+every model in every window. With map kind ``method`` the members' own
 ``anomaly_map`` is blended instead and there is no reconstruction. Every member draws its
 noise from a generator seeded by (seed, subject id, member index) — seeding domain
 ``member`` — so a subject's map does not depend on which worker or in which order it was
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["VolumeScorer", "ensemble_recipe"]
 
-_SHARED = ("map", "window", "protocol")  # recipe keys one ensemble must agree on
+_SHARED = ("map", "window", "protocol", "members")  # recipe keys one ensemble must agree on
 
 
 def ensemble_recipe(configs: list[MethodConfig]) -> InferenceRecipe:
@@ -101,7 +104,10 @@ class VolumeScorer:
         gens = [generator("member", self.seed, subject_id, i) for i in range(len(self.models))]
         kind = self.recipe.map.kind
 
-        def predictor(windows: torch.Tensor, member: int) -> torch.Tensor:
+        def predictor(windows: torch.Tensor, member: int | tuple[int, int]) -> torch.Tensor:
+            if isinstance(member, tuple):  # (model, t): members "steps"
+                i, t = member
+                return self.models[i].restore_step(windows, t, gens[i]).to(windows.dtype)
             model = self.models[member]
             run = model.anomaly_map if kind == "method" else model.restore
             return run(windows, gens[member]).to(windows.dtype)
@@ -113,7 +119,10 @@ class VolumeScorer:
             "sigma_scale": w.sigma_scale, "sw_batch_size": w.sw_batch_size,
             "foreground_weight": w.foreground_weight,
         }
-        members = list(range(len(self.models)))
+        members: list[Any] = list(range(len(self.models)))
+        if self.recipe.members == "steps":
+            members = [(i, t) for i, m in enumerate(self.models)
+                       for t in m.config.inference.t_values]
         if kind == "method":  # the members' own maps, blended and averaged
             out = sliding_window_ensemble(x, predictor, roi, members=members,
                                           reduce="prediction", **window_args)

@@ -8,12 +8,14 @@ a method's name.
 **Declarations** (the config, saved as the exported model's ``config.json``):
 
 * ``config.data`` (:class:`DataSpec`) — what the training stream yields: spatial dims, the
-  stream mode (axial ``slices``, ``patches`` of ``patch_size``, whole ``volumes``), the shard
+  stream mode (axial ``slices``, ``patches`` of ``patch_size`` — 3D, or 2D crops of axial
+  slices cropped to their brain's bounding box — whole ``volumes``), the shard
   fields the method trains on (``image``, ``mask``, ``variant``, ``lesion``), a brain-fraction
   filter for slices, and optional online corruptions (:mod:`adsys.synth.corruption`) for the
   training and validation batches, applied in the loader's worker processes. A corrupted
   batch also holds ``corrupted`` and ``anomaly_mask`` (B, 1, *spatial) and ``corruption`` (the
-  keys that regenerate it and each item's replay record).
+  keys that regenerate it and each item's replay record), and ``target`` when the
+  corruption yields one (the augmented healthy image its anomalies were added to).
 * ``config.inference`` (:class:`InferenceRecipe`) — the map kind, sliding windows, the t
   values of the restoration, and the default protocol. An inference run's settings override
   it; the run records the recipe it used.
@@ -28,8 +30,11 @@ a method's name.
   noise draws;
 * inference: the scorer calls :meth:`Method.restore` → a reconstruction in [0, 1] and forms
   the map the recipe names (``l1``, ``ssim``, ``shift``) — or, when the recipe's map kind is
-  ``method``, calls :meth:`Method.anomaly_map` and uses its map as is. Both draw noise only
-  from ``generator``, so a subject's map is reproducible.
+  ``method``, calls :meth:`Method.anomaly_map` and uses its map as is. With the recipe's
+  ``members: steps`` every (model, t) pair is one member of the sliding-window ensemble and
+  the scorer calls :meth:`Method.restore_step` once per t: the map is the mean residual over
+  t, not the residual of the mean reconstruction. All draw noise only from ``generator``,
+  so a subject's map is reproducible.
 """
 
 from __future__ import annotations
@@ -75,7 +80,9 @@ class CorruptionSpec(StrictModel):
 
 
 class DataSpec(StrictModel):
-    """What a method trains on (module doc). ``patches`` are 3D (``patch_size`` of 3 ints).
+    """What a method trains on (module doc). ``patches``: ``patch_size`` of ``dims`` ints —
+    3D patches, or 2D crops of axial slices (each slice cropped to its brain's bounding box,
+    zero-padded when the box is smaller than the patch).
 
     ``corruption`` applies to training batches; ``val_corruption`` to the fixed validation
     batches (``None``: clean validation, e.g. for augmentations).
@@ -83,7 +90,7 @@ class DataSpec(StrictModel):
 
     dims: Literal[2, 3] = 2
     mode: Literal["slices", "patches", "volumes"] = "slices"
-    patch_size: tuple[int, int, int] | None = None
+    patch_size: tuple[int, ...] | None = None
     fields: tuple[Field, ...] = ("image",)
     min_brain_fraction: float = 0.0
     corruption: CorruptionSpec | None = None
@@ -91,11 +98,16 @@ class DataSpec(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSpec:
-        want = {"slices": 2, "patches": 3, "volumes": 3}[self.mode]
+        want = {"slices": 2, "patches": self.dims, "volumes": 3}[self.mode]
         if self.dims != want:
             raise ValueError(f"data.mode {self.mode!r} gives {want}D items, not dims {self.dims}")
         if (self.mode == "patches") != (self.patch_size is not None):
             raise ValueError("data.patch_size is required with mode 'patches' and only there")
+        if self.patch_size is not None and (
+            len(self.patch_size) != self.dims or min(self.patch_size) < 1
+        ):
+            raise ValueError(f"data.patch_size {self.patch_size} must be {self.dims} positive "
+                             f"sizes (data.dims)")
         if len(set(self.fields)) != len(self.fields) or "image" not in self.fields:
             raise ValueError(f"data.fields must name 'image' and no field twice: {self.fields}")
         if (self.corruption or self.val_corruption) and "mask" not in self.fields:
@@ -108,13 +120,16 @@ class InferenceRecipe(StrictModel):
 
     ``t_values``: the diffusion steps (0-based indices) the restoration uses, e.g. one-step
     x0 at each, averaged; ``protocol``: the default evaluation protocol
-    (:mod:`adsys.metrics.protocols`).
+    (:mod:`adsys.metrics.protocols`); ``members``: what the sliding-window ensemble averages
+    over — ``models`` (each model's ``restore``, which averages its own t values) or
+    ``steps`` (every (model, t) pair through ``restore_step``: the mean residual over t).
     """
 
     map: MapConfig = MapConfig()
     window: WindowConfig = WindowConfig()
     t_values: tuple[int, ...] = ()
     protocol: str = "behrendt"
+    members: Literal["models", "steps"] = "models"
 
     @field_validator("protocol")
     @classmethod
@@ -135,6 +150,13 @@ class InferenceRecipe(StrictModel):
                 "window.foreground_weight weights each window's residual and needs map.kind "
                 f"'l1', not {self.map.kind!r}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _steps_need_t_values(self) -> InferenceRecipe:
+        if self.members == "steps" and (not self.t_values or self.map.kind == "method"):
+            raise ValueError("members 'steps' ensembles one-step restorations: it needs "
+                             "t_values and a residual map kind (not 'method')")
         return self
 
 
@@ -161,6 +183,11 @@ class Method(nn.Module):
         ):
             raise ValueError(f"{type(self).__name__} has no anomaly_map: map.kind 'method' "
                              "needs one; use l1, ssim or shift")
+        if config.inference.members == "steps" and (
+            type(self).restore_step is Method.restore_step
+        ):
+            raise ValueError(f"{type(self).__name__} has no restore_step: inference.members "
+                             "'steps' needs one; use members 'models'")
         self.config = config
 
     def training_loss(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
@@ -173,6 +200,13 @@ class Method(nn.Module):
 
     def restore(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The healthy-looking reconstruction of ``images`` (B, 1, *spatial), in [0, 1]."""
+        raise NotImplementedError
+
+    def restore_step(
+        self, images: torch.Tensor, t: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The one-step restoration of ``images`` (B, 1, *spatial) at step ``t``, in [0, 1],
+        for ``inference.members: steps``."""
         raise NotImplementedError
 
     def anomaly_map(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -5,7 +5,10 @@ Zarr row (when ``zarr`` is a format) and stages the sample as ``.work/<split>/<k
 (when ``wds`` is). The driver consumes finished subjects *in cohort-manifest order* and
 appends them to size-bounded tar shards, so shard boundaries and bytes never depend on
 which task finished first. ``manifest.json`` is rewritten (atomically) whenever a shard is
-committed; staged samples of committed shards are deleted.
+committed; staged samples of committed shards are deleted. When every subject is done the
+driver reads the train split once more (image and mask) for the cohort statistics
+(:func:`cohort_statistics`: the tissue centroids online corruptions use) and marks the
+manifest complete.
 
 Resume: a re-run with the same spec keeps every committed shard whose sha256 still matches
 (the longest valid prefix per split), reuses staged samples and complete Zarr rows, and
@@ -33,9 +36,11 @@ from adsys.io.atomic import write_json_atomic
 from adsys.io.manifest import SubjectEntry, load_manifest
 from adsys.io.nifti import sha256_file
 from adsys.preprocess.pipeline import preprocess_subject
+from adsys.seeding import derive_seed
 from adsys.shards import store as zarr_store
 from adsys.shards.codecs import sample_checksum
 from adsys.shards.sample import (
+    Sample,
     axial_brain_voxels,
     encode_sample,
     sample_meta,
@@ -50,16 +55,23 @@ from adsys.shards.schema import (
     ZARR_NAME,
     FailureRecord,
     SampleRecord,
+    ShardFormatError,
     ShardManifest,
     ShardRecord,
     SplitRecord,
     sample_key,
 )
 from adsys.shards.spec import ShardSpec
+from adsys.shards.store import CohortStore
+from adsys.shards.tar import read_shard
 from adsys.shards.writers import TarShardWriter, read_tar, write_tar
+from adsys.synth.tissue import tissue_centroids
 from adsys.synth.variants import make_variants
 
 log = logging.getLogger(__name__)
+
+TISSUE_CLUSTERS = 5  # K tissue classes of the cold-diffusion anomaly generator
+TISSUE_SAMPLES_PER_SUBJECT = 20_000  # brain voxels per train subject for the centroids
 
 
 class SpecMismatchError(InputError):
@@ -385,15 +397,53 @@ def build_shards(
             bar.set_postfix(failed=n_failed, reused=len(result.reused))
             drain()
     bar.close()
-    manifest.status = "complete"
-    write_json_atomic(out / MANIFEST_NAME, manifest.model_dump(mode="json"))
     if "zarr" in spec.formats:
         failed: dict[str, dict[str, str]] = {}
         for f in manifest.failed:
             failed.setdefault(f.split, {})[f.subject_id] = f.reason
         zarr_store.finish_store(out / ZARR_NAME, failed)
+    manifest.statistics = cohort_statistics(out, manifest, spec.seed)
+    manifest.status = "complete"
+    write_json_atomic(out / MANIFEST_NAME, manifest.model_dump(mode="json"))
     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     return result
+
+
+def _train_samples(out: Path, manifest: ShardManifest) -> Iterator[Sample]:
+    """The built train subjects (image and mask), in cohort order: from the tar shards,
+    else from the Zarr store."""
+    if "wds" in manifest.formats:
+        for shard in manifest.shards_of("train"):
+            for read in read_shard(str(out / shard.name), shard, fields=("image", "mask")):
+                if read.sample is None:
+                    raise ShardFormatError(f"{read.problem}; rebuild with --overwrite")
+                yield read.sample
+        return
+    store = CohortStore(out)
+    failed = store.failed("train")
+    for sid in store.subjects("train"):
+        if sid not in failed:
+            yield store[sid]
+
+
+def cohort_statistics(out: Path, manifest: ShardManifest, seed: int) -> dict[str, Any]:
+    """The cohort statistics stored in ``manifest.json`` (:class:`ShardManifest`):
+    ``tissue_centroids``, K = 5 k-means centres (intensity units of the stored images) of
+    up to :data:`TISSUE_SAMPLES_PER_SUBJECT` brain voxels per train subject, drawn without
+    replacement from a generator seeded by (build seed, subject id), so the centres depend
+    neither on the format read nor on the build's order of work. Empty without train data.
+    """
+    values = []
+    for sample in _train_samples(out, manifest):
+        brain = sample.image[sample.mask > 0].astype(np.float32)
+        if len(brain) > TISSUE_SAMPLES_PER_SUBJECT:
+            rng = np.random.default_rng(derive_seed("tissue", seed, sample.subject_id))
+            brain = brain[np.sort(rng.choice(len(brain), TISSUE_SAMPLES_PER_SUBJECT,
+                                             replace=False))]
+        values.append(brain)
+    if not values or not sum(len(v) for v in values):
+        return {}
+    return {"tissue_centroids": tissue_centroids(np.concatenate(values), k=TISSUE_CLUSTERS)}
 
 
 def _complete_zarr_rows(out: Path, splits: dict[str, SplitRecord]) -> set[tuple[str, int]]:

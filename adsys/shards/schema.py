@@ -15,7 +15,8 @@ A *sample* is one subject (voxel order (x, y, z), RAS+, on its preprocessed grid
                                       once decoded; a separate member so that a stream,
                                       which never replays, does not parse them)
 
-How a tar shard stores them (schema version 3), for a fast slice stream:
+How a tar shard stores them (schema version 4: version 3 + the manifest's cohort
+``statistics``), for a fast slice stream:
 
 * **Axial-slice-major**: each volume's ``.npy`` holds the (z, x, y) C-order array, so an
   axial slice is one contiguous (x, y) block that batches copy without a transpose;
@@ -58,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adsys.errors import AdsysError, InputError
 from adsys.synth.variants import LesionFormat
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Output layout, relative to the spec's ``out`` folder.
 MANIFEST_NAME = "manifest.json"
@@ -191,7 +192,12 @@ class FailureRecord(_Record):
 
 
 class ShardManifest(_Record):
-    """``manifest.json``: what was built, from which spec, and what failed."""
+    """``manifest.json``: what was built, from which spec, and what failed.
+
+    ``statistics``: cohort statistics computed from the train split when the build
+    completes, which online corruptions take as options (``tissue_centroids``: K = 5
+    k-means centres of train brain intensities, :func:`adsys.synth.tissue.tissue_centroids`).
+    """
 
     schema_version: int = SCHEMA_VERSION
     status: Literal["building", "complete"] = "building"
@@ -203,6 +209,7 @@ class ShardManifest(_Record):
     splits: dict[str, SplitRecord] = Field(default_factory=dict)
     shards: list[ShardRecord] = Field(default_factory=list)
     failed: list[FailureRecord] = Field(default_factory=list)
+    statistics: dict[str, Any] = Field(default_factory=dict)
 
     def shards_of(self, split: str) -> list[ShardRecord]:
         """The shards of one split, in order."""

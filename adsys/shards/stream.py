@@ -19,7 +19,8 @@ Two ways to split the work, both explicit about ``rank``/``world_size`` and load
 A stream stacks only the ``fields`` its consumer asks for, and may apply an online
 ``corruption`` (:mod:`adsys.synth.corruption`) to each batch where the batch is made — in the
 loader's worker processes — seeded from (seed, rank, worker, epoch, batch index), seeding
-domain ``corruption``.
+domain ``corruption``. A corruption's cohort options left unset (e.g. tissue centroids) are
+filled once, here, from the manifest's ``statistics``, so every worker uses the same values.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from adsys.errors import InputError
 from adsys.seeding import generator
 from adsys.shards.sample import Sample
 from adsys.shards.schema import ShardFormatError
@@ -54,6 +56,7 @@ class CorruptShardError(ShardFormatError):
 
 FIELDS = ("image", "mask", "variant", "lesion")  # item arrays, after (subject_id, k, where)
 CORRUPTION_FIELDS = ("corrupted", "anomaly_mask")  # what a corruption adds to a batch
+TARGET_FIELD = "target"  # added too when the corruption yields a restoration target
 
 
 class _Stacker:
@@ -110,6 +113,21 @@ def _labels(items: list[tuple], mode: Mode) -> dict[str, Any]:
     return labels
 
 
+def _crop_box(
+    array: np.ndarray, box: list[tuple[int, int]], corner: list[int], size: tuple[int, ...]
+) -> np.ndarray:
+    """The ``size`` crop at ``corner`` of ``array`` (x, y) restricted to ``box`` (lo, hi) per
+    axis: zeros outside the box (a compact copy)."""
+    out = np.zeros(size, array.dtype)
+    src, dst = [], []
+    for (lo, hi), c, p in zip(box, corner, size, strict=True):
+        a, b = max(lo, c), min(hi, c + p)
+        src.append(slice(a, b))
+        dst.append(slice(a - c, b - c))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
 def _to_torch(labels: dict[str, Any]) -> dict[str, Any]:
     """A batch's labels with the (int64) index arrays as tensors."""
     return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
@@ -130,7 +148,10 @@ class ShardStream(IterableDataset):
         source: build folder, ``manifest.json`` path, or its URL.
         split: ``train``, ``val`` or ``test``.
         mode: ``slices`` (axial, the last axis; items (1, x, y)), ``patches`` (items
-            (1, *patch_size), centred on random brain voxels) or ``volumes`` (1, x, y, z).
+            (1, *patch_size): 3 sizes, centred on random brain voxels; 2 sizes, random crops
+            of random axial slices with brain, each slice cropped to its brain's bounding
+            box and zero-padded where the box is smaller than the patch) or ``volumes``
+            (1, x, y, z).
         batch_size: items per batch.
         rank, world_size: this process's place among the training ranks.
         seed: base seed; draws use (seed, rank, worker, epoch) — see :meth:`set_epoch`.
@@ -139,7 +160,8 @@ class ShardStream(IterableDataset):
         shuffle: shuffle shard order and items (buffer ``shuffle_buffer``); default:
             ``resampled``.
         min_brain_fraction: ``slices`` keeps slices whose brain fraction is ≥ this.
-        patch_size, patches_per_volume: ``patches`` mode geometry and count per sample.
+        patch_size, patches_per_volume: ``patches`` mode geometry and count per sample
+            (2D patches: their slices' brain fraction ≥ ``min_brain_fraction``, > 0).
         on_corrupt: ``raise`` or ``skip`` (counted in each batch's ``skipped``).
         shard_url: template for shard URLs with ``{name}`` (e.g.
             ``"pipe:aws s3 cp s3://bucket/demo/{name} -"``); default: beside the manifest.
@@ -151,7 +173,9 @@ class ShardStream(IterableDataset):
             made; the batch then also holds ``corrupted``, ``anomaly_mask`` and
             ``corruption``: ``{"keys": [seed, rank, worker, epoch, index], "params": [...]}``
             — :func:`adsys.seeding.generator` ``("corruption", *keys)`` regenerates it and
-            ``corruption.replay(image, mask, params)`` replays it.
+            ``corruption.replay(image, mask, params)`` replays it — and ``target`` when the
+            corruption yields one. Its unset cohort options are filled from the manifest's
+            ``statistics`` (:attr:`corruption`).
         dtype: dtype of the batch's array tensors. ``torch.float16``
             (exact: the shards store float16) halves what workers send to the trainer; cast on
             the device.
@@ -160,7 +184,8 @@ class ShardStream(IterableDataset):
     ``variant``, ``lesion``), the corruption's fields when there is one;
     ``variant_index`` (B,) int64 (-1 when the split has no variants: the variant is then the
     clean image and the lesion empty); ``subject_id`` list of B str; ``slice_index`` (B,)
-    or ``origin`` (B, 3) int64 in ``slices`` / ``patches`` mode; ``skipped``: corrupt
+    or ``origin`` (B, 3) int64 in ``slices`` / ``patches`` mode (2D patches: (x, y) of the
+    corner and the slice z); ``skipped``: corrupt
     samples dropped since the previous batch. A batch holding only ``skipped`` may end a
     stream; :class:`~adsys.shards.loader.ShardLoader` absorbs it.
     """
@@ -180,7 +205,7 @@ class ShardStream(IterableDataset):
         shuffle: bool | None = None,
         shuffle_buffer: int = 512,
         min_brain_fraction: float = 0.0,
-        patch_size: tuple[int, int, int] | None = None,
+        patch_size: tuple[int, ...] | None = None,
         patches_per_volume: int = 8,
         on_corrupt: OnCorrupt = "raise",
         shard_url: str | None = None,
@@ -202,8 +227,9 @@ class ShardStream(IterableDataset):
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world={world_size}")
         if resampled and not (steps_per_epoch and steps_per_epoch > 0):
             raise ValueError("resampled=True needs steps_per_epoch > 0")
-        if mode == "patches" and (patch_size is None or len(patch_size) != 3):
-            raise ValueError("mode='patches' needs patch_size=(px, py, pz)")
+        if mode == "patches" and (patch_size is None or len(patch_size) not in (2, 3)
+                                  or min(patch_size) < 1):
+            raise ValueError("mode='patches' needs patch_size=(px, py, pz) or (px, py)")
         self.manifest, base = load_shard_manifest(source)
         if split not in self.manifest.splits:
             raise ValueError(f"split {split!r} is not in {source} ({list(self.manifest.splits)})")
@@ -213,7 +239,9 @@ class ShardStream(IterableDataset):
                 f"{source}: split {split!r} has no tar shards (formats: {self.manifest.formats})"
             )
         self.shape = tuple(self.manifest.splits[split].shape)
-        if mode == "patches" and any(p > s for p, s in zip(patch_size, self.shape, strict=True)):
+        if mode == "patches" and len(patch_size) == 3 and any(
+            p > s for p, s in zip(patch_size, self.shape, strict=True)
+        ):
             raise ValueError(f"patch_size {patch_size} exceeds the volume shape {self.shape}")
         self.split, self.mode, self.batch_size = split, mode, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
@@ -226,13 +254,27 @@ class ShardStream(IterableDataset):
         self.on_corrupt = on_corrupt
         self.drop_last = drop_last
         self.fields = tuple(f for f in FIELDS if f in fields)  # the items' array order
-        self.corruption = corruption
-        self.batch_fields = self.fields + (CORRUPTION_FIELDS if corruption else ())
+        self.corruption = None if corruption is None else self._bind(corruption, source)
+        self.batch_fields = self.fields + (CORRUPTION_FIELDS if corruption else ()) + (
+            (TARGET_FIELD,) if corruption is not None and corruption.yields_target else ())
         self.dtype = dtype
         template = shard_url or f"{base}/{{name}}"
         self.urls = [template.format(name=s.name) for s in self.shards]
         self.epoch = 0
         self.skipped = 0  # corrupt samples skipped in this process
+
+    def _bind(self, corruption: Corruption, source: str | Path) -> Corruption:
+        """``corruption`` with its unset cohort options from the manifest's statistics."""
+        missing = corruption.cohort_keys() - set(self.manifest.statistics)
+        if missing:
+            raise InputError(
+                source, f"the stream's corruption needs cohort statistics "
+                f"{sorted(missing)} that these shards' manifest.json does not hold (built "
+                f"before they were computed)",
+                "rebuild the shards (adsys shards build SPEC --overwrite), or set the "
+                "corruption's options explicitly",
+            )
+        return corruption.with_statistics(self.manifest.statistics)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's draws; call before creating each epoch's iterator."""
@@ -300,6 +342,8 @@ class ShardStream(IterableDataset):
             cuts = sample.axial(zs, ks if cut_variants else np.full_like(ks, -1))
             arrays = dict(zip(FIELDS, cuts, strict=True))
             columns = [arrays[f] for f in self.fields]
+        elif self.mode == "patches" and len(self.patch_size) == 2:
+            where, columns, ks = self._slice_patches(sample, rng, n_var, cut_variants)
         else:
             if self.mode == "patches":
                 size = np.array(self.patch_size)
@@ -322,6 +366,36 @@ class ShardStream(IterableDataset):
                        for f in self.fields]
         ks = [int(k) for k in ks]
         return list(zip([sample.subject_id] * len(ks), ks, where, *columns, strict=True))
+
+    def _slice_patches(
+        self, sample: Sample, rng: np.random.Generator, n_var: int, cut_variants: bool
+    ) -> tuple[list, list[list[np.ndarray]], np.ndarray]:
+        """2D patches of one sample: ``patches_per_volume`` random axial slices with brain,
+        each cut to its brain's bounding box, then a random ``patch_size`` crop of the box
+        (zero-padded, the box at a random place in the patch, when the box is smaller).
+        Returns (where = [x, y, z] corners, one column of arrays per field, variants)."""
+        area = self.shape[0] * self.shape[1]
+        brain = np.asarray(sample.meta["axial_brain_voxels"])
+        eligible = np.flatnonzero((brain > 0) & (brain >= self.min_brain_fraction * area))
+        if not len(eligible):
+            raise ValueError(f"subject {sample.subject_id}: no axial slice with brain "
+                             f"(min_brain_fraction {self.min_brain_fraction})")
+        zs = eligible[rng.integers(len(eligible), size=self.patches_per_volume)]
+        ks = rng.integers(n_var, size=len(zs)) if n_var else np.full(len(zs), -1)
+        cuts = dict(zip(FIELDS, sample.axial(zs, ks if cut_variants else np.full_like(ks, -1)),
+                        strict=True))
+        where, boxes = [], []
+        for z, mask in zip(zs, cuts["mask"], strict=True):
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            box = [(rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)]
+            corner = [lo + int(rng.integers(min(0, hi - lo - p), max(0, hi - lo - p) + 1))
+                      for (lo, hi), p in zip(box, self.patch_size, strict=True)]
+            where.append([*corner, int(z)])
+            boxes.append(box)
+        columns = [[_crop_box(a, box, w[:2], self.patch_size)
+                    for a, box, w in zip(cuts[f], boxes, where, strict=True)]
+                   for f in self.fields]
+        return where, columns, ks
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """This process's batches (a DataLoader worker's share under a DataLoader)."""
@@ -379,6 +453,8 @@ class ShardStream(IterableDataset):
         res = self.corruption(batch["image"], batch["mask"], generator("corruption", *keys))
         batch["corrupted"].copy_(res.corrupted)
         batch["anomaly_mask"].copy_(res.anomaly_mask)
+        if TARGET_FIELD in batch:
+            batch[TARGET_FIELD].copy_(res.target)
         return {"keys": keys, "params": res.params}
 
     def _resampled_plan(self, rng: np.random.Generator) -> Iterator[tuple[int, None]]:

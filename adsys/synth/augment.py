@@ -68,6 +68,7 @@ class IntensityAugmentation(Corruption):
     """See the module doc. Options: :class:`IntensityOptions`."""
 
     Options = IntensityOptions
+    healthy = True
 
     def _transform(self, dims: int) -> tio.Transform:
         o = self.options

@@ -128,7 +128,8 @@ class DAGOptions(StrictModel):
 
     tissue: Literal["kmeans", "codebook"] = "kmeans"
     centroids: list[float] | None = Field(
-        None, description="tissue 'kmeans': the training cohort's K tissue centroids"
+        None, description="tissue 'kmeans': the training cohort's K tissue centroids; unset: "
+        "taken from the shards' statistics (tissue_centroids) by the stream"
     )
     alpha_texture: tuple[float, float] = (0.0, 1.0)
     alpha_bias: tuple[float, float] = (0.0, 1.0)
@@ -139,11 +140,6 @@ class DAGOptions(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DAGOptions:
-        if self.tissue == "kmeans" and not self.centroids:
-            raise ValueError(
-                "tissue 'kmeans' needs centroids: the training cohort's tissue centroids "
-                "(adsys.synth.tissue.tissue_centroids, stored with the shards)"
-            )
         if self.tissue == "codebook" and self.centroids is not None:
             raise ValueError("tissue 'codebook' uses the code's fixed centroids: drop centroids")
         if self.centroids and self.centroids != sorted(set(self.centroids)):
@@ -266,14 +262,19 @@ class DAG(Corruption):
     """See the module doc. Options: :class:`DAGOptions`."""
 
     Options = DAGOptions
+    cohort_options = {"centroids": "tissue_centroids"}
 
     def __init__(self, options: DAGOptions | dict[str, Any] | None = None) -> None:
         super().__init__(options)
         o = self.options
         self.library = ShapeLibrary(o.library_size, o.library_seed)
         self.schedule = NoiseSchedule("linear", o.timesteps)
-        self.centroids = torch.tensor(o.centroids if o.tissue == "kmeans" else CODEBOOK)
-        self._cuts = (self.centroids[1:] + self.centroids[:-1]) / 2  # nearest-centroid cuts
+        if o.tissue == "codebook" or o.centroids:
+            self.centroids = torch.tensor(o.centroids if o.tissue == "kmeans" else CODEBOOK)
+            self._cuts = (self.centroids[1:] + self.centroids[:-1]) / 2  # nearest-centroid cuts
+
+    def unset_cohort_options(self) -> dict[str, str]:
+        return super().unset_cohort_options() if self.options.tissue == "kmeans" else {}
 
     def __call__(
         self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
@@ -301,6 +302,12 @@ class DAG(Corruption):
             raise ValueError(
                 f"dag: images {tuple(images.shape[2:])} are smaller than the anomaly window "
                 f"{self.options.window}; lower options.window"
+            )
+        if not hasattr(self, "centroids"):
+            raise ValueError(
+                "dag: tissue 'kmeans' has no centroids: stream from shards whose manifest "
+                "holds statistics.tissue_centroids (rebuild the shards with this adsys), or "
+                "set options.centroids (adsys.synth.tissue.tissue_centroids)"
             )
         return masks > 0
 

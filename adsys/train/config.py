@@ -41,6 +41,9 @@ class TrainConfig(StrictModel):
     multi-core node), so a GPU rank is not fed by its own thread. ``export``: the exported
     weights are the EMA at the last step, or at the validation with the lowest loss
     (``best_val``: checkpoint selection on validation loss, as some papers' code does).
+    Optimisation: ``optimizer`` ``adam`` | ``adamw`` (decoupled ``weight_decay``) with
+    ``betas``; ``lr_schedule`` ``constant`` or ``cosine`` (linear warm-up over
+    ``warmup_steps``, then cosine decay to 0 at ``max_steps``); defaults: Adam, constant.
     """
 
     method: str = DEFAULT_METHOD
@@ -49,6 +52,11 @@ class TrainConfig(StrictModel):
     batch_size: int = 32
     max_steps: int = 20_000
     lr: float = 1e-4
+    optimizer: Literal["adam", "adamw"] = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
     zero_stage: Literal[0, 1, 2] = 1
     precision: Precision = "auto"
     grad_clip: float = 1.0
@@ -85,12 +93,35 @@ class TrainConfig(StrictModel):
             raise ValueError(f"must be in [0, 1) (0: the raw weights), got {v}")
         return v
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"must be two numbers in [0, 1), got {v}")
+        return v
+
+    @field_validator("weight_decay", "warmup_steps")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"must be >= 0, got {v}")
+        return v
+
     @field_validator("data_workers")
     @classmethod
     def _workers(cls, v: int | str) -> int | str:
         if v != "auto" and v < 0:
             raise ValueError(f"must be >= 0 or 'auto', got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainConfig:
+        if self.warmup_steps and self.lr_schedule == "constant":
+            raise ValueError("warmup_steps needs lr_schedule 'cosine'")
+        if self.warmup_steps >= self.max_steps and self.lr_schedule == "cosine":
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps "
+                             f"({self.max_steps})")
+        return self
 
     @model_validator(mode="after")
     def _method(self) -> TrainConfig:

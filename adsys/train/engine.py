@@ -11,11 +11,13 @@ from adsys.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["deepspeed_config", "make_engine"]
+__all__ = ["deepspeed_config", "make_engine", "make_optimizer"]
 
 
 def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
-    """The DeepSpeed config generated from ours (the optimizer is a client torch Adam).
+    """The DeepSpeed config generated from ours (the optimizer is a client torch optimizer,
+    :func:`make_optimizer`; a ``cosine`` schedule is DeepSpeed's ``WarmupCosineLR``, linear
+    warm-up from 0, stepped with the optimizer and saved in its checkpoints).
 
     Precision: ``auto`` = bf16 on GPU; ``fp16`` uses DeepSpeed's dynamic loss scaling; on
     CPU every setting trains in fp32.
@@ -23,7 +25,7 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
     precision = cfg.precision if on_gpu else "fp32"
     if precision == "auto":
         precision = "bf16"
-    return {
+    config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.batch_size,
         "gradient_accumulation_steps": 1,
         "gradient_clipping": cfg.grad_clip,
@@ -33,15 +35,28 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if cfg.lr_schedule == "cosine":
+        config["scheduler"] = {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": cfg.max_steps, "warmup_num_steps": max(cfg.warmup_steps, 1),
+            "warmup_type": "linear", "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0,
+        }}  # fmt: skip
+    return config
+
+
+def make_optimizer(method: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The client optimizer: torch Adam or AdamW with ``lr``, ``betas``, ``weight_decay``
+    (a torch optimizer, so DeepSpeed builds no fused kernel)."""
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(method.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def make_engine(method: torch.nn.Module, cfg: TrainConfig, world: int, on_gpu: bool) -> Any:
-    """``deepspeed.initialize`` with a client Adam over ``method``'s parameters."""
+    """``deepspeed.initialize`` with the client optimizer over ``method``'s parameters."""
     import deepspeed
 
     if not on_gpu and cfg.precision not in ("auto", "fp32"):
         log.info("precision %s applies on GPU; this CPU run trains in fp32", cfg.precision)
-    optimizer = torch.optim.Adam(method.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(method, cfg)
     engine, _, _, _ = deepspeed.initialize(
         model=method, optimizer=optimizer, config=deepspeed_config(cfg, on_gpu)
     )

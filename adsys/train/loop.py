@@ -119,7 +119,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ema.update(engine.module)
         state.step += 1
         n_last += batch["image"].shape[0]
-        metrics: dict[str, float] = {"loss": loss.item(), "lr": cfg.lr}
+        metrics: dict[str, float] = {"loss": loss.item(), "lr": engine.get_lr()[0]}
         if state.step % cfg.log_every == 0:
             now = time.perf_counter()
             metrics["samples_per_s"] = n_last * world / max(now - t_last, 1e-9)

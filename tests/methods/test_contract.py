@@ -97,7 +97,7 @@ def test_smoke_preset_trains_and_infers_through_the_real_jobs(name, smoke_shards
     export = tmp_path / name / "export"
     record = json.loads((export / "config.json").read_text())
     assert record["method"] == name and record["steps"] == 3
-    assert record["config"]["inference"] == method_config(name).inference.model_dump(mode="json")
+    assert record["config"]["inference"] == cfg.method_spec().inference.model_dump(mode="json")
     out = tmp_path / "infer"
     inferred = run_inference(InferConfig(models=[export], cohort=smoke_shards, out=out,
                                          threshold="none"), progress=False)

@@ -190,3 +190,28 @@ def test_cohort_store_random_access(built):
         store["bad-gzip"]
     digest = hashlib.sha256(store.read(sid, "image").tobytes()).hexdigest()
     assert digest == hashlib.sha256(store[sid].image.tobytes()).hexdigest()
+
+
+def test_tissue_centroids_are_stored_at_build_time_from_the_train_split(built, copy_build):
+    from adsys.shards.build import TISSUE_SAMPLES_PER_SUBJECT, cohort_statistics
+    from adsys.shards.schema import ShardFormatError
+    from adsys.synth.tissue import tissue_centroids
+
+    stored = built.manifest.statistics["tissue_centroids"]
+    on_disk = json.loads((built.out / MANIFEST_NAME).read_text())["statistics"]
+    assert on_disk["tissue_centroids"] == stored and len(stored) == 5
+    assert stored == sorted(stored) and 0 < stored[0] and stored[-1] <= 1
+    # the same from the Zarr store as from the tar shards (format independent)
+    zarr_only = built.manifest.model_copy(update={"formats": ["zarr"]})
+    assert cohort_statistics(built.out, zarr_only, seed=0) == {"tissue_centroids": stored}
+    # the sampled voxels stand for all brain voxels of the train subjects
+    store = CohortStore(built.out)
+    train = [s for s in store.subjects("train") if s not in store.failed("train")]
+    brains = [store[s].image[store[s].mask > 0].astype(np.float32) for s in train]
+    assert max(len(b) for b in brains) > TISSUE_SAMPLES_PER_SUBJECT  # the cap was used
+    np.testing.assert_allclose(stored, tissue_centroids(np.concatenate(brains), k=5), atol=0.01)
+    old = json.loads((copy_build / MANIFEST_NAME).read_text())
+    old["schema_version"] = 3
+    del old["statistics"]
+    with pytest.raises(ShardFormatError, match="schema version 3.*rebuild the shards"):
+        ShardManifest.from_json(json.dumps(old))

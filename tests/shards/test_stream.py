@@ -247,3 +247,62 @@ def test_corrupt_payload_fails_its_checksum(copy_build):
     with pytest.raises(CorruptShardError, match="checksum mismatch"):
         list(ShardStream(copy_build, split="test", mode="volumes"))
     assert any("checksum mismatch" in p for p in verify_shards(copy_build).problems)
+
+
+def test_2d_patches_are_box_cropped_slices_deterministic_and_zero_padded(built):
+    store = CohortStore(built.out)
+
+    def stream(size, seed=0):
+        return ShardStream(built.out, split="train", mode="patches", batch_size=6,
+                           patch_size=size, patches_per_volume=3, fields=("image", "mask"),
+                           seed=seed, resampled=True, steps_per_epoch=2)
+
+    a, b = list(stream((32, 32))), list(stream((32, 32)))
+    assert all(torch.equal(p["image"], q["image"]) for p, q in zip(a, b, strict=True))
+    assert not torch.equal(a[0]["image"], next(iter(stream((32, 32), seed=1)))["image"])
+    big = next(iter(stream((48, 60))))  # larger than the 44×52 slices: zero-padded
+    for batch, (px, py) in ((a[0], (32, 32)), (big, (48, 60))):
+        assert batch["image"].shape == (6, 1, px, py) and batch["origin"].shape == (6, 3)
+        for i in range(6):
+            x, y, z = batch["origin"][i].tolist()
+            sid = batch["subject_id"][i]
+            image = store.read(sid, "image")[..., z].astype(np.float32)
+            mask = store.read(sid, "mask")[..., z]
+            assert mask.any()  # a slice with brain
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            box = np.zeros_like(image)
+            box[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = 1
+            want = np.zeros((px, py), np.float32)
+            for u in range(px):  # the patch, read voxel by voxel from the boxed slice
+                for v in range(py):
+                    if 0 <= x + u < image.shape[0] and 0 <= y + v < image.shape[1]:
+                        want[u, v] = (image * box)[x + u, y + v]
+            assert np.array_equal(batch["image"][i, 0].numpy(), want)
+            assert batch["mask"][i, 0].sum() > 0
+    assert (big["mask"].flatten(1).sum(1) == big["mask"].new_tensor(
+        [store.read(s, "mask")[..., int(o[2])].sum() for s, o in
+         zip(big["subject_id"], big["origin"], strict=True)])).all()  # whole box inside
+
+
+def test_cohort_options_come_from_the_manifest_statistics(built, copy_build):
+    from adsys.errors import InputError
+    from adsys.synth.corruption import make_corruption
+
+    stats = built.manifest.statistics["tissue_centroids"]
+    dag = make_corruption("dag", {"window": 30})  # centroids unset: the shards' are used
+    chain = make_corruption("chain", {"stages": [{"name": "spatial_augmentation"},
+                                                 {"name": "dag", "options": {"window": 30}}]})
+    for corruption in (dag, chain):
+        stream = ShardStream(built.out, split="train", mode="patches", patch_size=(32, 32),
+                             batch_size=4, fields=("image", "mask"), corruption=corruption,
+                             resampled=True, steps_per_epoch=1)
+        bound = stream.corruption if corruption is dag else stream.corruption.stages[1]
+        assert bound.options.centroids == stats and not stream.corruption.cohort_keys()
+        batches = list(make_loader(stream, num_workers=2))  # the workers use the same
+        assert len(batches) == 1 and len(batches[0]["corruption"]["params"]) == 4
+    assert "target" in stream.batch_fields and "target" in batches[0]
+    manifest = ShardManifest.from_json((copy_build / MANIFEST_NAME).read_text())
+    manifest.statistics = {}
+    (copy_build / MANIFEST_NAME).write_text(manifest.to_json())
+    with pytest.raises(InputError, match=rf"{copy_build}.*tissue_centroids.*rebuild the shards"):
+        ShardStream(copy_build, split="train", corruption=dag)

@@ -239,8 +239,14 @@ def test_shape_library_is_deterministic_from_its_seed():
 
 def test_options_and_shapes_are_checked():
     assert "dag" in CORRUPTIONS.names()
-    with pytest.raises(ValueError, match="corruption 'dag': tissue 'kmeans' needs centroids"):
-        make_corruption("dag")
+    unbound = make_corruption("dag")  # validates: the stream fills centroids from the shards
+    assert unbound.cohort_keys() == {"tissue_centroids"}
+    x = torch.zeros(1, 1, 64, 64)
+    with pytest.raises(ValueError, match="rebuild the shards"):
+        unbound(x, x, torch.Generator())
+    bound = unbound.with_statistics({"tissue_centroids": [0.1, 0.5, 0.9]})
+    assert bound.options.centroids == [0.1, 0.5, 0.9] and not bound.cohort_keys()
+    assert not make_corruption("dag", {"tissue": "codebook"}).cohort_keys()
     with pytest.raises(ValueError, match="drop centroids"):
         make_corruption("dag", {"tissue": "codebook", "centroids": [0.5]})
     with pytest.raises(ValueError, match="centroids must increase"):

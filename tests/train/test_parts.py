@@ -77,3 +77,27 @@ def test_data_workers_auto_leaves_a_core_for_the_rank():
     expected = 0 if cpus < 2 else max(1, cpus - 1)
     assert data_workers("auto") == expected
     assert data_workers("auto", local_world=cpus) == (0 if cpus < 2 else 1)  # at least one
+
+
+def test_optimizer_and_lr_schedule_keys_reach_deepspeed():
+    from adsys.train.engine import make_optimizer
+
+    plain = TrainConfig(method="ddpm")
+    assert "scheduler" not in deepspeed_config(plain, on_gpu=False)  # defaults unchanged
+    assert isinstance(make_optimizer(torch.nn.Linear(2, 1), plain), torch.optim.Adam)
+    cfg = TrainConfig(method="ddpm", optimizer="adamw", betas=(0.95, 0.999), weight_decay=1e-6,
+                      lr_schedule="cosine", warmup_steps=500, max_steps=100_000)
+    assert deepspeed_config(cfg, on_gpu=False)["scheduler"] == {
+        "type": "WarmupCosineLR", "params": {
+            "total_num_steps": 100_000, "warmup_num_steps": 500, "warmup_type": "linear",
+            "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0}}
+    opt = make_optimizer(torch.nn.Linear(2, 1), cfg)
+    group = opt.param_groups[0]
+    assert type(opt) is torch.optim.AdamW
+    assert (group["betas"], group["weight_decay"], group["lr"]) == ((0.95, 0.999), 1e-6, 1e-4)
+    with pytest.raises(ValueError, match="warmup_steps needs lr_schedule 'cosine'"):
+        TrainConfig(method="ddpm", warmup_steps=10)
+    with pytest.raises(ValueError, match="betas"):
+        TrainConfig(method="ddpm", betas=(1.0, 0.9))
+    with pytest.raises(ValueError, match="must be below max_steps"):
+        TrainConfig(method="ddpm", lr_schedule="cosine", warmup_steps=10, max_steps=10)
