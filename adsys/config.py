@@ -9,6 +9,7 @@ setting; each config lives with what it configures (e.g. :mod:`adsys.preprocess.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -57,14 +58,15 @@ def load_yaml_config(cls: type[C], path: str | Path, overrides: dict[str, Any] |
 
 def deep_merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
     """Later layers override earlier ones key by key; nested mappings merge recursively
-    (a preset < a YAML file < flags). Inputs are not modified."""
+    (a preset < a YAML file < flags). The result shares nothing with the inputs, so
+    editing it never changes a preset."""
     out: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
             if isinstance(value, dict) and isinstance(out.get(key), dict):
                 out[key] = deep_merge(out[key], value)
             else:
-                out[key] = value
+                out[key] = copy.deepcopy(value)
     return out
 
 

@@ -43,6 +43,15 @@ def test_demo_preset_follows_the_method():
     assert cddpm.method == "cddpm" and cddpm.method_spec().encoder.out_dim == 128
 
 
+def test_editing_a_resolved_config_never_changes_the_preset():
+    from adsys.methods import method_class
+
+    first = resolve_config("smoke", None, {"method": "ddpm"})
+    first.method_config["unet"]["model_channels"] = 999
+    assert method_class("ddpm").presets["smoke"]["method_config"]["unet"]["model_channels"] != 999
+    assert resolve_config("smoke", None, {"method": "ddpm"}) != first
+
+
 def test_a_wrong_key_fails_in_one_line_naming_the_key_and_the_method(tmp_path):
     with pytest.raises(InputError) as err:
         resolve_config("demo", {"method": "ddpm", "method_config": {"encoder": {"depth": 18}}},
