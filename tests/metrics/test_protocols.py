@@ -78,6 +78,35 @@ def test_disyre_samples_10k_voxels_reproducibly():
     assert set(a.slices) == {"mean", "max", "top100"}
 
 
+def test_disyre_pooled_ap_and_maxdsc_have_their_known_answers():
+    """Two cases with closed-form answers over the protocol's own 10k-voxel samples."""
+    proto = PROTOCOLS["disyre"]
+    subjects = [_subject(s, shape=(40, 40, 12)) for s in (5, 6)]
+
+    def pooled(make_map, image_of):
+        scores = [score_subject(proto, make_map(seg), image_of(image), mask, seg,
+                                subject_id=f"s{k}", split="test", seed=1)[0]
+                  for k, (image, mask, seg, _) in enumerate(subjects)]
+        summary = summarize(proto, scores)["pooled"]
+        pos = sum(s.histogram.positives for s in scores)
+        neg = sum(s.histogram.negatives for s in scores)
+        return summary, pos, neg
+
+    # lesion 0.75, brain 0.25, background zeroed: perfect separation at any grid threshold
+    # between the two levels → AP 1, MaxDSC 1 (background voxels sampled, scored 0)
+    perfect, pos, neg = pooled(lambda seg: np.where(seg > 0, 0.75, 0.25).astype(np.float32),
+                               lambda image: image)
+    assert pos + neg == 20_000 and pos > 0
+    assert perfect["ap"] == pytest.approx(1.0) and perfect["best_dice"] == pytest.approx(1.0)
+    # no background, lesion 0.5 below every other voxel's 0.75: the ranking puts all N
+    # negatives first → AP = P / (P + N); the best of the 200 thresholds flags everything
+    # → MaxDSC = 2P / (2P + N)
+    inverted, pos, neg = pooled(lambda seg: np.where(seg > 0, 0.5, 0.75).astype(np.float32),
+                                lambda image: np.ones_like(image))
+    assert inverted["ap"] == pytest.approx(pos / (pos + neg), rel=1e-6)
+    assert inverted["best_dice"] == pytest.approx(2 * pos / (2 * pos + neg), rel=1e-6)
+
+
 def test_conddiff_soft_ground_truth_and_normalisation():
     image, mask, seg, raw = _subject(3)
     soft = seg * 0.5 + (ndimage.binary_dilation(seg) & ~seg.astype(bool)) * 0.05
