@@ -21,7 +21,7 @@ from adsys.methods.base import InferenceRecipe, Method, MethodConfig
 from adsys.methods.noise import NoiseConfig, draw_noise
 from adsys.nn import UNet, UNetConfig
 
-__all__ = ["DDPM", "DDPMConfig", "to_image_range", "to_model_range"]
+__all__ = ["DDPM", "DDPMConfig", "check_unet_and_steps", "to_image_range", "to_model_range"]
 
 _SMOKE_UNET = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
                "num_head_channels": 16}
@@ -42,17 +42,24 @@ class DDPMConfig(MethodConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> DDPMConfig:
-        if "dims" in self.unet.model_fields_set and self.unet.dims != self.data.dims:
-            raise ValueError(f"unet.dims ({self.unet.dims}) must equal data.dims "
-                             f"({self.data.dims}); leave it unset and it follows the data")
-        ts = self.inference.t_values
-        if not ts or not all(0 <= t < self.timesteps for t in ts):
-            raise ValueError(f"inference.t_values {ts} must be steps in [0, {self.timesteps})")
+        check_unet_and_steps(self)
         return self
 
     def unet_config(self) -> UNetConfig:
         """The UNet this method builds (conditioned methods add their ``cond_dim``)."""
         return self.unet.model_copy(update={"dims": self.data.dims})
+
+
+def check_unet_and_steps(config: Any) -> None:
+    """Raise unless ``config.unet.dims`` (when set) equals ``config.data.dims`` and every
+    ``config.inference.t_values`` step lies in [0, ``config.timesteps``) — for any method
+    config with a UNet and a step count."""
+    if "dims" in config.unet.model_fields_set and config.unet.dims != config.data.dims:
+        raise ValueError(f"unet.dims ({config.unet.dims}) must equal data.dims "
+                         f"({config.data.dims}); leave it unset and it follows the data")
+    ts = config.inference.t_values
+    if not ts or not all(0 <= t < config.timesteps for t in ts):
+        raise ValueError(f"inference.t_values {ts} must be steps in [0, {config.timesteps})")
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ from pydantic import model_validator
 from adsys.diffusion import NoiseSchedule, trailing_timesteps
 from adsys.methods import register
 from adsys.methods.base import CorruptionSpec, DataSpec, InferenceRecipe, Method, MethodConfig
+from adsys.methods.ddpm import check_unet_and_steps
 from adsys.nn import UNet, UNetConfig
 from adsys.scoring.config import WindowConfig
 
@@ -102,12 +103,7 @@ class DISYREConfig(MethodConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> DISYREConfig:
-        if "dims" in self.unet.model_fields_set and self.unet.dims != self.data.dims:
-            raise ValueError(f"unet.dims ({self.unet.dims}) must equal data.dims "
-                             f"({self.data.dims}); leave it unset and it follows the data")
-        ts = self.inference.t_values
-        if not ts or not all(0 <= t < self.timesteps for t in ts):
-            raise ValueError(f"inference.t_values {ts} must be steps in [0, {self.timesteps})")
+        check_unet_and_steps(self)
         return self
 
     def unet_config(self) -> UNetConfig:
