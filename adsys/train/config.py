@@ -41,6 +41,7 @@ class TrainConfig(StrictModel):
     multi-core node), so a GPU rank is not fed by its own thread. ``export``: the exported
     weights are the EMA at the last step, or at the validation with the lowest loss
     (``best_val``: checkpoint selection on validation loss, as some papers' code does).
+    ``run_dir`` (``storage_path/name``) holds the run; re-running with the same one resumes it.
     """
 
     method: str = DEFAULT_METHOD
@@ -99,6 +100,11 @@ class TrainConfig(StrictModel):
         except MethodConfigError as exc:
             raise ValueError(exc.problem) from None
         return self
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder, ``storage_path/name`` (absolute)."""
+        return Path(self.storage_path).resolve() / self.name
 
     def method_spec(self) -> MethodConfig:
         """The method's full, validated config."""

@@ -1,4 +1,5 @@
-"""Ray Train + DeepSpeed on real local Ray: fault tolerance, exact resume, ZeRO-1, job submit."""
+"""Ray Train + DeepSpeed on real Ray: fault tolerance, exact resume after a killed worker or
+a killed driver, ZeRO-1, job submit."""
 
 import contextlib
 import json
@@ -17,21 +18,31 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from adsys.cli import main
 from adsys.methods.export import load_exported
 from adsys.shards.store import CohortStore
 from adsys.train.config import resolve_config
 from adsys.train.job import run_training
+from tests.helpers import job_env, sigkill_when
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's records, in order (a step redone after a resume appears twice)."""
+    return [json.loads(x) for x in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+def _steps(run_dir: Path) -> list[int]:
+    return [rec["step"] for rec in _records(run_dir)]
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
     """step -> loss from metrics.jsonl; a step logged twice (before a crash and after the
     restart) must have logged the same loss both times."""
     out: dict[int, float] = {}
-    for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in _records(run_dir):
         assert out.setdefault(rec["step"], rec["loss"]) == rec["loss"], rec
     return out
 
@@ -46,21 +57,28 @@ def _run(shards, tmp_path, name, fault_step=None, **overrides):
     return tmp_path / "runs" / name
 
 
-def test_killed_worker_is_restarted_and_resume_reproduces_losses_exactly(smoke_shards, tmp_path):
-    ref = _run(smoke_shards, tmp_path, "ref", max_steps=6, checkpoint_every=3)
+@pytest.fixture(scope="module")
+def uninterrupted(smoke_shards, tmp_path_factory) -> Path:
+    """The reference run: the smoke preset's 6 steps, checkpoints at 3 and 6, no fault."""
+    return _run(smoke_shards, tmp_path_factory.mktemp("ref"), "ref", max_steps=6,
+                checkpoint_every=3)
+
+
+def test_killed_worker_is_restarted_and_resume_reproduces_losses_exactly(
+    smoke_shards, uninterrupted, tmp_path
+):
+    ref = uninterrupted
     # the worker process dies (os._exit) after step 4; the last checkpoint is at step 3.
     # export: best_val keeps the EMA of the lowest val loss (steps 3, 6) across the restart
     hit = _run(smoke_shards, tmp_path, "hit", fault_step=4, max_steps=6, checkpoint_every=3,
                max_failures=1, export="best_val")
     assert (hit / ".fault-injected-4").exists()
-    lines = (hit / "logs" / "metrics.jsonl").read_text().splitlines()
-    steps = [json.loads(x)["step"] for x in lines]
-    assert steps == [1, 2, 3, 4, 4, 5, 6]  # restarted from the step-3 checkpoint
+    assert _steps(hit) == [1, 2, 3, 4, 4, 5, 6]  # restarted from the step-3 checkpoint
     assert _losses(hit) == _losses(ref)  # the same losses after the resume, bit for bit
     # the exported EMA model loads without DeepSpeed and restores a volume's slices
     method, meta = load_exported(hit / "export")
     assert meta["steps"] == 6 and meta["preprocess"]["spacing"] == 4.0
-    vals = {r["step"]: r["val_loss"] for r in map(json.loads, lines) if "val_loss" in r}
+    vals = {r["step"]: r["val_loss"] for r in _records(hit) if "val_loss" in r}
     best = min(vals, key=vals.get)
     assert meta["exported_step"] == best
     kept = load_file(str(hit / f"checkpoint_{best:08d}" / "ema.safetensors"))
@@ -69,6 +87,49 @@ def test_killed_worker_is_restarted_and_resume_reproduces_losses_exactly(smoke_s
     x = torch.rand(5, 1, 44, 52)
     rec = method.restore(x, torch.Generator().manual_seed(0))
     assert rec.shape == x.shape and torch.isfinite(rec).all()
+
+
+def _committed_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint Ray Train has committed for the run (the one a resume starts
+    from), read from its checkpoint manager's snapshot."""
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, json.JSONDecodeError):  # not written yet, or being written
+        return None
+    return (snapshot.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+
+
+def test_killed_driver_rerun_resumes_exactly_and_refuses_another_model(
+    smoke_shards, uninterrupted, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    run = runs / "killed"
+    args = ["--preset", "smoke", "--shards", str(smoke_shards), "--storage-path", str(runs),
+            "--name", "killed", "--checkpoint-every", "3"]
+    # a long run: the driver and the local Ray it started are SIGKILLed mid-run, right after
+    # the step-3 checkpoint is committed
+    train = [sys.executable, str(REPO / "ray_jobs" / "train.py"), *args, "--max-steps", "1000"]
+    sigkill_when(train, job_env(), lambda: _committed_checkpoint(run) is not None,
+                 "the first committed checkpoint")
+    assert _committed_checkpoint(run) == "checkpoint_00000003"
+    killed = _steps(run)
+    assert killed[:3] == [1, 2, 3] and not (run / "export").exists()
+    kept = sorted(run.glob("checkpoint_0*"))
+    # re-running it with another method or model config is refused before Ray starts
+    for change, named in (
+        (["--method", "ddpm"], "method: 'cddpm' -> 'ddpm'"),
+        (["--set", "method_config.unet.model_channels=16"],
+         "method_config.unet.model_channels: 32 -> 16"),
+    ):
+        assert main(["train", *args, *change]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "new --name" in err, err
+    assert sorted(run.glob("checkpoint_0*")) == kept and _steps(run) == killed
+    # the same command (max_steps may change) resumes at step 4, with the uninterrupted losses
+    assert main(["train", *args, "--max-steps", "6"]) == 0
+    assert _steps(run) == [*killed, 4, 5, 6]
+    assert {k: v for k, v in _losses(run).items() if k <= 6} == _losses(uninterrupted)
+    assert load_exported(run / "export")[1]["steps"] == 6
 
 
 def test_two_workers_zero1_cddpm_loss_falls(smoke_shards, tmp_path):
@@ -130,9 +191,7 @@ def ray_cluster(env: dict):
 
 
 def test_ray_job_submit_trains_the_demo_preset_of_ddpm(smoke_shards, tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
+    env = job_env(RAY_AUTH_MODE="disabled")
     with ray_cluster(env) as url:
         for _ in range(30):  # the job agent starts a little after the dashboard answers
             r = subprocess.run(
