@@ -28,6 +28,7 @@ from adsys.registry import UnknownNameError
 __all__ = ["RUN_PRESETS", "TrainConfig", "resolve_config"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
 class TrainConfig(StrictModel):
@@ -41,6 +42,9 @@ class TrainConfig(StrictModel):
     multi-core node), so a GPU rank is not fed by its own thread. ``export``: the exported
     weights are the EMA at the last step, or at the validation with the lowest loss
     (``best_val``: checkpoint selection on validation loss, as some papers' code does).
+    ``placement_strategy``: how Ray places the ranks' placement group on the cluster's nodes
+    (Ray's strategies: ``PACK`` fills few nodes, ``SPREAD`` spreads them where it can,
+    ``STRICT_SPREAD`` puts every rank on its own node, ``STRICT_PACK`` all on one).
     ``run_dir`` (``storage_path/name``) holds the run; re-running with the same one resumes it.
     """
 
@@ -64,6 +68,7 @@ class TrainConfig(StrictModel):
     data_workers: int | Literal["auto"] = "auto"
     num_workers: int = 1
     use_gpu: GpuSetting = "auto"
+    placement_strategy: Placement = "PACK"
     storage_path: Path = Path("runs")
     name: str = "adsys"
     max_failures: int = 0

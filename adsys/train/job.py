@@ -20,6 +20,7 @@ def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
     tensorboard) and ``export/`` (model.safetensors + config.json). When that folder already
     holds checkpoints (a killed or finished run), training resumes from the latest one;
     :func:`~adsys.train.checkpoint.check_resume` refuses another method or model config.
+    The ranks form one placement group, placed by ``cfg.placement_strategy``.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -48,7 +49,8 @@ def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu,
+                                     placement_strategy=cfg.placement_strategy),
         run_config=RunConfig(
             name=cfg.name,
             storage_path=str(Path(cfg.storage_path).resolve()),
