@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,10 +51,39 @@ def job_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def _session_pids(sid: int) -> list[int]:
+    """The live (not zombie) processes of session ``sid``, from /proc."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(session) == sid and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def kill_session(leader: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL every process of the session ``leader`` started (``start_new_session=True``)
+    and wait until none is left: killing its process group is not enough, as Ray's worker
+    processes run in process groups of their own (same session) and would otherwise live on
+    for a moment, still writing the job's outputs."""
+    deadline = time.monotonic() + timeout
+    while pids := _session_pids(leader.pid):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert time.monotonic() < deadline, f"processes {pids} survived SIGKILL"
+        time.sleep(0.05)
+    leader.wait()
+
+
 def sigkill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], what: str,
                  timeout: float = 300) -> None:
-    """Run ``cmd`` in its own process group and SIGKILL the whole group (the job and the local
-    Ray it started) as soon as ``ready()`` holds: a job killed mid-run. Fails when the job
+    """Run ``cmd`` in its own session and SIGKILL all of it (the job, the local Ray it started
+    and Ray's workers) as soon as ``ready()`` holds: a job killed mid-run. Fails when the job
     exits first or ``what`` (the awaited state) does not happen within ``timeout`` s."""
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
@@ -64,5 +94,4 @@ def sigkill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool],
             assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
             time.sleep(0.05)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+        kill_session(job)

@@ -3,9 +3,7 @@ a killed driver, ZeRO-1, job submit, and a two-node cluster (`ray start` head + 
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from adsys.methods.export import load_exported
 from adsys.shards.store import CohortStore
 from adsys.train.config import resolve_config
 from adsys.train.job import run_training
-from tests.helpers import job_env, sigkill_when
+from tests.helpers import job_env, kill_session, sigkill_when
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -109,8 +107,8 @@ def test_killed_driver_rerun_resumes_exactly_and_refuses_another_model(
     run = runs / "killed"
     args = ["--preset", "smoke", "--shards", str(smoke_shards), "--storage-path", str(runs),
             "--name", "killed", "--checkpoint-every", "3"]
-    # a long run: the driver and the local Ray it started are SIGKILLed mid-run, right after
-    # the step-3 checkpoint is committed
+    # a long run: the driver, the local Ray it started and its workers are SIGKILLed mid-run,
+    # right after the step-3 checkpoint is committed
     train = [sys.executable, str(REPO / "ray_jobs" / "train.py"), *args, "--max-steps", "1000"]
     sigkill_when(train, job_env(), lambda: _committed_checkpoint(run) is not None,
                  "the first committed checkpoint")
@@ -160,7 +158,7 @@ class Cluster:
 
 
 def _ray_start(args: list[str], env: dict, temps: list[str]) -> subprocess.Popen:
-    """`ray start --block ARGS` on loopback, in its own process group and temp folder (added
+    """`ray start --block ARGS` on loopback, in its own session and temp folder (added
     to ``temps``), with its own agent ports: another Ray on this machine holds the defaults."""
     temps.append(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # unix sockets need short paths
     return subprocess.Popen(
@@ -180,8 +178,8 @@ def ray_cluster(env: dict, nodes: tuple[dict[str, float], ...] = ({"CPU": 2},)
     and any custom ones): `ray start --head` with the job server, then a `ray start
     --address` raylet for each further node (``env`` must then hold
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1, or Ray refuses it). Stopped by SIGKILLing each
-    node's process group, which holds all its Ray processes: never `ray stop`, which would
-    stop every Ray on the machine, nor SIGTERM, on which a node drains for 30 s first."""
+    node's session, which holds all its Ray processes: never `ray stop`, which would stop
+    every Ray on the machine, nor SIGTERM, on which a node drains for 30 s first."""
     from ray.util.state import list_nodes
 
     def flags(resources: dict[str, float]) -> list[str]:
@@ -213,9 +211,7 @@ def ray_cluster(env: dict, nodes: tuple[dict[str, float], ...] = ({"CPU": 2},)
         yield cluster
     finally:
         for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_session(proc)
         for temp in temps:
             shutil.rmtree(temp, ignore_errors=True)
 
