@@ -1,7 +1,13 @@
-"""Small synthetic volumes with known geometry, shared by tests."""
+"""Shared by tests: small synthetic volumes with known geometry; jobs run as subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -35,3 +41,57 @@ def lps_affine(shape, spacing=(1.0, 1.0, 1.0), origin=(10.0, 20.0, -30.0)) -> np
     a = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
     a[:3, 3] = origin
     return a
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a Ray job subprocess: no usage stats, Ray on loopback,
+    no inherited ``RAY_ADDRESS`` (a job starts its own local Ray unless ``extra`` names one)."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return {**env, **extra}
+
+
+def _session_pids(sid: int) -> list[int]:
+    """The live (not zombie) processes of session ``sid``, from /proc."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(session) == sid and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def kill_session(leader: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL every process of the session ``leader`` started (``start_new_session=True``)
+    and wait until none is left: killing its process group is not enough, as Ray's worker
+    processes run in process groups of their own (same session) and would otherwise live on
+    for a moment, still writing the job's outputs."""
+    deadline = time.monotonic() + timeout
+    while pids := _session_pids(leader.pid):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert time.monotonic() < deadline, f"processes {pids} survived SIGKILL"
+        time.sleep(0.05)
+    leader.wait()
+
+
+def sigkill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], what: str,
+                 timeout: float = 300) -> None:
+    """Run ``cmd`` in its own session and SIGKILL all of it (the job, the local Ray it started
+    and Ray's workers) as soon as ``ready()`` holds: a job killed mid-run. Fails when the job
+    exits first or ``what`` (the awaited state) does not happen within ``timeout`` s."""
+    job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert job.poll() is None, f"the job exited before {what}"
+            assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+            time.sleep(0.05)
+    finally:
+        kill_session(job)

@@ -92,10 +92,12 @@ def _build_demo_shards(root: Path) -> None:
 def run_from_args(args: argparse.Namespace, root: Path | None = None) -> int:
     """Validate, start (or attach to) Ray, train, print where everything went."""
     from adsys.errors import InputError
+    from adsys.train.checkpoint import check_resume
 
     root = root or Path.cwd()
     try:
         cfg = config_from_args(args, root)
+        check_resume(cfg)  # before Ray starts, like the rest of the validation
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -115,7 +117,7 @@ def run_from_args(args: argparse.Namespace, root: Path | None = None) -> int:
         _build_demo_shards(root)
     fault = os.environ.get("ADSYS_FAULT_STEP")
     result = run_training(cfg, fault_step=int(fault) if fault else None)
-    run_dir = Path(cfg.storage_path).resolve() / cfg.name
+    run_dir = cfg.run_dir
     print(f"run:         {run_dir}")
     print(f"checkpoint:  {result.checkpoint.path if result.checkpoint else None}")
     print(f"metrics:     {run_dir / 'logs' / 'metrics.jsonl'}")

@@ -28,6 +28,7 @@ from adsys.registry import UnknownNameError
 __all__ = ["RUN_PRESETS", "TrainConfig", "resolve_config"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
 class TrainConfig(StrictModel):
@@ -44,6 +45,10 @@ class TrainConfig(StrictModel):
     Optimisation: ``optimizer`` ``adam`` | ``adamw`` (decoupled ``weight_decay``) with
     ``betas``; ``lr_schedule`` ``constant`` or ``cosine`` (linear warm-up over
     ``warmup_steps``, then cosine decay to 0 at ``max_steps``); defaults: Adam, constant.
+    ``placement_strategy``: how Ray places the ranks' placement group on the cluster's nodes
+    (Ray's strategies: ``PACK`` fills few nodes, ``SPREAD`` spreads them where it can,
+    ``STRICT_SPREAD`` puts every rank on its own node, ``STRICT_PACK`` all on one).
+    ``run_dir`` (``storage_path/name``) holds the run; re-running with the same one resumes it.
     """
 
     method: str = DEFAULT_METHOD
@@ -71,6 +76,7 @@ class TrainConfig(StrictModel):
     data_workers: int | Literal["auto"] = "auto"
     num_workers: int = 1
     use_gpu: GpuSetting = "auto"
+    placement_strategy: Placement = "PACK"
     storage_path: Path = Path("runs")
     name: str = "adsys"
     max_failures: int = 0
@@ -130,6 +136,11 @@ class TrainConfig(StrictModel):
         except MethodConfigError as exc:
             raise ValueError(exc.problem) from None
         return self
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder, ``storage_path/name`` (absolute)."""
+        return Path(self.storage_path).resolve() / self.name
 
     def method_spec(self) -> MethodConfig:
         """The method's full, validated config."""

@@ -17,15 +17,19 @@ def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
     """Fit with Ray Train (Ray must be initialised) and return the ``ray.train.Result``.
 
     The run lives in ``storage_path/name``: Ray's checkpoints, our ``logs/`` (metrics.jsonl,
-    tensorboard) and ``export/`` (model.safetensors + config.json).
+    tensorboard) and ``export/`` (model.safetensors + config.json). When that folder already
+    holds checkpoints (a killed or finished run), training resumes from the latest one;
+    :func:`~adsys.train.checkpoint.check_resume` refuses another method or model config.
+    The ranks form one placement group, placed by ``cfg.placement_strategy``.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from adsys.train.checkpoint import check_resume
     from adsys.train.loop import train_loop_per_worker
 
-    storage = Path(cfg.storage_path).resolve()
-    run_dir = storage / cfg.name
+    check_resume(cfg)
+    run_dir = cfg.run_dir
     gpu = wants_gpu(cfg.use_gpu, cfg.num_workers)
     env = {
         "TORCH_EXTENSIONS_DIR": os.environ.get(
@@ -45,10 +49,11 @@ def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu,
+                                     placement_strategy=cfg.placement_strategy),
         run_config=RunConfig(
             name=cfg.name,
-            storage_path=str(storage),
+            storage_path=str(Path(cfg.storage_path).resolve()),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
             worker_runtime_env={"env_vars": env},

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import smoke_shards  # noqa: F401 - the shared session fixture
+from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - session fixtures
 
 SMOKE_TRAINING = {
     "max_steps": 40,
@@ -41,9 +41,9 @@ def smoke_model(smoke_shards, tmp_path_factory) -> Path:  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def smoke_cohort_manifest(smoke_shards) -> Path:  # noqa: F811
+def smoke_cohort_manifest(smoke_cohort) -> Path:  # noqa: F811
     """The raw (native-space) cohort manifest the smoke shards were built from."""
-    return Path(smoke_shards).parent / "cohort" / "manifest.csv"
+    return Path(smoke_cohort)
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +23,7 @@ from adsys.infer.config import InferConfig
 from adsys.infer.job import run_inference
 from adsys.infer.outputs import MAP, MAP_PP, RESULT, subject_dir
 from adsys.shards.store import CohortStore
+from tests.helpers import job_env, sigkill_when
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -105,28 +102,18 @@ def test_summary_csv_and_report_name_the_protocol(smoke_inference):
 def test_killed_run_resumes_without_recomputing_finished_subjects(smoke_model, smoke_shards,
                                                                   tmp_path, ray_session):
     out = tmp_path / "killed"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, str(REPO / "ray_jobs" / "infer.py"), "--model", str(smoke_model),
            "--cohort", str(smoke_shards), "--out", str(out), "--threshold", "val-fpr=0.05",
            "--num-workers", "1"]
-    job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(out.glob(f"subjects/*/{RESULT}")):
-            assert job.poll() is None, "the inference job exited before finishing a subject"
-            assert time.monotonic() < deadline, "no subject finished within 300 s"
-            time.sleep(0.1)
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the job and the Ray it started, mid-run
-        job.wait()
+    # killed as soon as the first subject (the val subject: its phase runs first) is written
+    sigkill_when(cmd, job_env(), lambda: any(out.glob(f"subjects/*/{RESULT}")),
+                 "the inference job to finish a subject")
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob(f"subjects/*/{RESULT}")}
-    assert finished
+    everyone = _run_subjects(smoke_shards)
+    assert finished and set(finished) < everyone  # killed mid-run: some subjects unfinished
     config = InferConfig(models=[smoke_model], cohort=smoke_shards, out=out,
                          threshold="val-fpr=0.05")
     rerun = run_inference(config, progress=False)
-    everyone = _run_subjects(smoke_shards)
     assert set(rerun.skipped) >= set(finished)
     assert set(rerun.processed) == everyone - set(rerun.skipped) and not rerun.failed
     for sid, mtime in finished.items():  # finished subjects were not written again

@@ -14,7 +14,7 @@ import torch
 from adsys.methods import PRESET_NAMES, build_method, method_class, method_config, method_names
 from adsys.methods.export import export_model, load_exported
 from adsys.train.config import TrainConfig, resolve_config
-from tests.train.conftest import smoke_shards  # noqa: F401 - the shared session fixture
+from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - session fixtures
 
 METHODS = method_names()
 
