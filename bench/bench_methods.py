@@ -9,12 +9,17 @@ papers' 96×96 slices), all slices of the volume in one call. Methods are
 timed round-robin, ``--repeats`` times; the best time per method is reported as a ratio to
 ``--reference`` (cddpm) measured in the same run.
 
+A method entry may carry overrides of its config, ``NAME:KEY=VALUE[:KEY=VALUE...]`` (dotted
+keys of the method config, values as YAML), timed as one more row: by default icdm also runs
+its paper chain, ``icdm:inference.sampler=ddpm:inference.steps=50`` (50 ancestral steps),
+beside its demo preset's 5-step DDIM — per fold model; the paper's ensemble runs 10 of them.
+
 Published reference (the cDDPM paper's timing table): pDDPM ≈ 37 % slower than cDDPM at
 inference — its 4 boxes per 96×96 slice cost 4 forward passes against cDDPM's 3 t values
 (on the demo's 96×112 slices the 48-voxel boxes are 2×3 = 6 per slice).
 
     python bench/bench_methods.py [--repeats 2] [--unet demo|paper] [--grid X Y Z]
-        [--methods ddpm,pddpm] [--reference cddpm]
+        [--methods ddpm,pddpm,icdm:inference.steps=10] [--reference cddpm]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from adsys.config import deep_merge
+from adsys.config import deep_merge, dotted_overrides
 from adsys.demo import mni152_2mm
 from adsys.infer.scorer import VolumeScorer
 from adsys.methods import build_method, method_class, method_names
@@ -54,10 +59,18 @@ def volume(grid: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def scorer(name: str, unet: dict) -> VolumeScorer:
+# rows timed beside the registered methods' own (NAME:KEY=VALUE overrides)
+EXTRA_ROWS = ("icdm:inference.sampler=ddpm:inference.steps=50",)
+
+
+def scorer(entry: str, unet: dict) -> VolumeScorer:
+    """The scorer of ``NAME[:KEY=VALUE...]``: the method's demo preset, the shared UNet,
+    then the entry's overrides."""
+    name, *settings = entry.split(":")
     preset = method_class(name).presets["demo"].get("method_config", {})
+    config = deep_merge(deep_merge(preset, {"unet": unet}), dotted_overrides(settings))
     torch.manual_seed(0)
-    method = build_method(name, deep_merge(preset, {"unet": unet})).eval()
+    method = build_method(name, config).eval()
     return VolumeScorer([method], seed=0, device=torch.device("cpu"))
 
 
@@ -65,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--unet", choices=sorted(UNETS), default="demo")
-    p.add_argument("--methods", default=",".join(method_names()))
+    registered = method_names()
+    default = [*registered, *(r for r in EXTRA_ROWS if r.split(":")[0] in registered)]
+    p.add_argument("--methods", default=",".join(default),
+                   help="NAME or NAME:KEY=VALUE[:KEY=VALUE...], comma-separated")
     p.add_argument("--reference", default="cddpm")
     p.add_argument("--grid", type=int, nargs=3, default=DEMO_GRID, metavar=("X", "Y", "Z"))
     args = p.parse_args(argv)
@@ -91,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             scorers[n](vol, "mni152")
             best[n] = min(best[n], time.perf_counter() - start)
     ref = best[args.reference]
-    print(f"{'method':<10} {'s/volume':>9} {'vs ' + args.reference:>10}")
+    width = max(10, *(len(n) for n in names))
+    print(f"{'method':<{width}} {'s/volume':>9} {'vs ' + args.reference:>10}")
     for n in names:
-        print(f"{n:<10} {best[n]:>9.2f} {best[n] / ref:>9.2f}x")
+        print(f"{n:<{width}} {best[n]:>9.2f} {best[n] / ref:>9.2f}x")
     if "pddpm" in best:
         print(f"pddpm is {100 * (best['pddpm'] / ref - 1):+.0f} % vs {args.reference} "
               "(the cDDPM paper: pDDPM ≈ +37 % vs cDDPM)")

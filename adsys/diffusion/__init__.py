@@ -7,6 +7,7 @@ from adsys.diffusion.samplers import ddim_sample, ddpm_sample, reconstruct_ensem
 from adsys.diffusion.schedules import (
     NoiseSchedule,
     cosine_betas,
+    leading_timesteps,
     linear_betas,
     trailing_timesteps,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "ddim_sample",
     "ddpm_sample",
     "eps_from_x0",
+    "leading_timesteps",
     "linear_betas",
     "q_sample",
     "reconstruct_ensemble",

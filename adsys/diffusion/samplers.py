@@ -71,23 +71,37 @@ def ddpm_sample(
     noise_fn: NoiseFn,
     prediction: Prediction = "x0",
     t_start: int | None = None,
+    timesteps: Sequence[int] | None = None,
+    clip_x0: float | None = None,
 ) -> torch.Tensor:
-    """Ancestral sampling from ``x_T`` at ``t_start`` (default T−1) down to x0.
+    """Ancestral sampling from ``x_T`` down to x0, over every step from ``t_start`` (default
+    T−1) or over ``timesteps`` (descending, e.g. :func:`leading_timesteps`).
 
-    Posterior mean μ̃ = (√ᾱ_{t−1}β_t x0 + √α_t(1−ᾱ_{t−1}) x_t)/(1−ᾱ_t), variance β̃_t.
+    From t to the next step s (or to x0 after the last): α = ᾱ_t/ᾱ_s, β = 1 − α, posterior
+    mean μ̃ = (√ᾱ_s β x0 + √α (1−ᾱ_s) x_t)/(1−ᾱ_t), variance β (1−ᾱ_s)/(1−ᾱ_t) (diffusers'
+    ``fixed_small``); with consecutive steps this is Ho et al.'s sampler. ``clip_x0``: clamp
+    the predicted x0 to [−c, c] (diffusers' ``clip_sample``).
     """
+    if timesteps is None:
+        start = schedule.T - 1 if t_start is None else t_start
+        timesteps = range(start, -1, -1)
+    steps = [int(i) for i in timesteps]
+    if any(b >= a for a, b in zip(steps, steps[1:], strict=False)) or not steps:
+        raise ValueError(f"timesteps must be non-empty and strictly descending, got {steps}")
+    abar_all = schedule.alphas_cumprod
     x = x_T
-    start = schedule.T - 1 if t_start is None else t_start
-    for i in range(start, -1, -1):
+    for k, i in enumerate(steps):
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         x0, _ = _split(schedule, model_fn(x, t), x, t, prediction)
-        abar = schedule.alphas_cumprod[i].item()
-        abar_prev = schedule.alphas_cumprod_prev[i].item()
-        beta = schedule.betas[i].item()
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        abar = abar_all[i].item()
+        abar_prev = abar_all[steps[k + 1]].item() if k + 1 < len(steps) else 1.0
+        beta = 1 - abar / abar_prev
         mean = ((abar_prev**0.5) * beta * x0 + ((1 - beta) ** 0.5) * (1 - abar_prev) * x) / (
             1 - abar
         )
-        if i == 0:
+        if k + 1 == len(steps):
             return mean
         var = beta * (1 - abar_prev) / (1 - abar)
         x = mean + var**0.5 * noise_fn(x.shape)
@@ -104,17 +118,26 @@ def ddim_sample(
     prediction: Prediction = "x0",
     eta: float = 0.0,
     t_start: int | None = None,
+    timesteps: Sequence[int] | None = None,
+    clip_x0: float | None = None,
 ) -> torch.Tensor:
-    """DDIM over ``steps`` evenly spaced timesteps from ``t_start`` (default T−1) to 0.
+    """DDIM over ``steps`` evenly spaced timesteps from ``t_start`` (default T−1) to 0, or over
+    ``timesteps`` (descending; ``steps`` is then ignored), returning the last x0 prediction.
 
-    ``eta`` = 0 is deterministic; ``noise_fn`` is needed only when ``eta`` > 0.
+    ``eta`` = 0 is deterministic; ``noise_fn`` is needed only when ``eta`` > 0. ``clip_x0`` as
+    in :func:`ddpm_sample`.
     """
-    start = schedule.T - 1 if t_start is None else t_start
-    times = torch.linspace(start, 0, steps).round().long().tolist()
+    if timesteps is None:
+        start = schedule.T - 1 if t_start is None else t_start
+        timesteps = torch.linspace(start, 0, steps).round().long().tolist()
+    times = [int(i) for i in timesteps]
     x = x_T
     for k, i in enumerate(times):
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         x0, eps = _split(schedule, model_fn(x, t), x, t, prediction)
+        if clip_x0 is not None:  # ε consistent with the clipped x0, as diffusers
+            x0 = x0.clamp(-clip_x0, clip_x0)
+            eps = eps_from_x0(schedule, x, t, x0)
         if k == len(times) - 1:
             return x0
         abar = schedule.alphas_cumprod[i].item()

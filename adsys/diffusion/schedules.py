@@ -55,3 +55,12 @@ def trailing_timesteps(T: int, n: int) -> list[int]:
     if not 1 <= n <= T:
         raise ValueError(f"need 1 <= n <= T for {T} steps, got n={n}")
     return (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1).tolist()
+
+
+def leading_timesteps(T: int, n: int) -> list[int]:
+    """``n`` of the ``T`` steps, descending, in the "leading" spacing of diffusers
+    (``DDPMScheduler.set_timesteps`` default): ``arange(0, n) · (T // n)`` reversed, so the
+    last is always 0. T = 1000, n = 50 (Baugh et al.'s sampler): [980, 960, …, 20, 0]."""
+    if not 1 <= n <= T:
+        raise ValueError(f"need 1 <= n <= T for {T} steps, got n={n}")
+    return [k * (T // n) for k in range(n - 1, -1, -1)]

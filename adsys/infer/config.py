@@ -11,7 +11,9 @@ from typing import Any, Literal
 from pydantic import ValidationError, field_validator
 
 from adsys.config import GpuSetting, StrictModel, deep_merge, error_line
+from adsys.errors import InputError
 from adsys.methods.base import InferenceRecipe
+from adsys.methods.export import expand_models
 
 __all__ = ["InferConfig"]
 
@@ -19,7 +21,8 @@ __all__ = ["InferConfig"]
 class InferConfig(StrictModel):
     """Everything a batch-inference run needs; recorded in ``OUT/run.json``.
 
-    ``models``: exported model folders (several = an ensemble); ``cohort``: a Zarr cohort
+    ``models``: exported model folders (several = an ensemble; an ensemble folder, such as
+    a multi-fold training run's, stands for its members); ``cohort``: a Zarr cohort
     store (a shard build's output folder or its ``cohort.zarr``) or a manifest CSV of NIfTI
     volumes, preprocessed on the fly with the models' recorded preprocessing; ``splits``: the
     manifest splits to run; ``inference``: overrides of each model's inference recipe
@@ -51,7 +54,10 @@ class InferConfig(StrictModel):
     def _some_model(cls, v: list[Path]) -> list[Path]:
         if not v:
             raise ValueError("give at least one exported model folder")
-        return v
+        try:
+            return expand_models(v)  # an ensemble folder (e.g. a multi-fold run) → members
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("inference")
     @classmethod

@@ -19,6 +19,9 @@ a method's name.
 * ``config.inference`` (:class:`InferenceRecipe`) — the map kind, sliding windows, the t
   values of the restoration, and the default protocol. An inference run's settings override
   it; the run records the recipe it used.
+* ``Method.num_folds`` — a method trained as several fold models (each its config's
+  ``fold``) declares how many; ``--folds`` trains them as one job and inference runs the
+  folds' ensemble.
 * ``Method.presets`` — ``smoke`` (seconds, for tests), ``demo`` (CPU minutes, ``make demo``)
   and ``paper`` (the published configuration): overrides of the training config
   (``method_config`` for the method's own keys), merged preset < YAML < flags.
@@ -175,6 +178,9 @@ class Method(nn.Module):
 
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # > 0: the config key ``fold`` picks one of this many models, trained together by
+    # ``--folds`` (:mod:`adsys.train.folds`) and run as one ensemble
+    num_folds: ClassVar[int] = 0
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()

@@ -5,6 +5,11 @@ included — plus the training run's record, so :func:`load_exported` rebuilds t
 exactly (diffusers-style) with no DeepSpeed and no pickle; safetensors holds the weights.
 Inference may override the recipe (``inference``); the override is validated against the
 method's config like any other key.
+
+An **ensemble folder** holds ``ensemble.json`` — its member export folders, relative to it,
+and the members that failed — as a multi-fold training job writes it
+(:mod:`adsys.train.folds`); :func:`expand_models` turns it into its members wherever a model
+folder is expected, so ``--model runs/NAME`` runs the whole ensemble.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from adsys.errors import InputError
 from adsys.io.atomic import atomic_path, write_json_atomic
 from adsys.methods import Method, MethodConfig, MethodConfigError, build_method, method_config
 
-__all__ = ["CONFIG", "WEIGHTS", "export_model", "exported_config", "load_exported",
-           "read_record"]
+__all__ = ["CONFIG", "ENSEMBLE", "WEIGHTS", "expand_models", "export_model",
+           "exported_config", "load_exported", "read_record", "write_ensemble"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+ENSEMBLE = "ensemble.json"
 
 
 def export_model(
@@ -45,6 +51,37 @@ def export_model(
         config = config.model_dump(mode="json")
     record = {"method": method, "config": config, "adsys_version": __version__, **(extra or {})}
     write_json_atomic(out / CONFIG, record)
+    return out
+
+
+def write_ensemble(folder: str | Path, members: list[Path], failed: dict[str, str]) -> Path:
+    """Write ``folder/ensemble.json``: ``members`` (export folders, stored relative to
+    ``folder``) and ``failed`` (member name → reason); returns its path."""
+    folder = Path(folder).resolve()
+    record = {"members": sorted(str(Path(m).resolve().relative_to(folder)) for m in members),
+              "failed": failed}
+    write_json_atomic(folder / ENSEMBLE, record)
+    return folder / ENSEMBLE
+
+
+def expand_models(paths: list[Path]) -> list[Path]:
+    """Model folders with every ensemble folder replaced by its members (in order); a folder
+    that is neither an export nor an ensemble is kept (and refused when it is read)."""
+    out: list[Path] = []
+    for path in paths:
+        file = Path(path) / ENSEMBLE
+        if (Path(path) / CONFIG).is_file() or not file.is_file():
+            out.append(Path(path))
+            continue
+        record = json.loads(file.read_text(encoding="utf-8"))
+        if not record["members"]:
+            raise InputError(path, f"the ensemble has no trained member ({ENSEMBLE}; failed: "
+                             f"{record['failed']})", "re-run its training job to finish them")
+        for member in record["members"]:
+            if Path(member).is_absolute() or ".." in Path(member).parts:
+                raise InputError(file, f"member {member!r} is not a folder inside the "
+                                 "ensemble", "rewrite it with the training job")
+            out.append(Path(path) / member)
     return out
 
 

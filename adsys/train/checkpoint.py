@@ -5,7 +5,7 @@ Every rank writes into its own local folder and hands it to ``ray.train.report``
 the ranks' files into one checkpoint. Nothing here is pickled by adsys: our own state goes to
 safetensors (tensors) and JSON; DeepSpeed's files are its own format. A run re-started in the
 same ``storage_path/name`` resumes from its latest checkpoint (Ray Train finds it);
-:func:`check_resume` first refuses one whose method or model config has changed.
+:func:`check_resume` first refuses one whose method, model config or ZeRO stage has changed.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class TrainerState:
     best_val: float = float("inf")
     best_step: int | None = None
     evals_without_improvement: int = 0
+    val_smoothed: float | None = None  # moving average of the validation loss (val_smoothing)
 
 
 def save_checkpoint(
@@ -83,9 +84,11 @@ def _differences(old: Any, new: Any, where: str) -> list[str]:
 
 def check_resume(cfg: TrainConfig) -> None:
     """Refuse to resume ``cfg.run_dir`` when its checkpoints hold another method or method
-    (model) config: their weights would not fit the model, or would silently train another
-    one under the same name. Schedule keys (``max_steps``, ``val_every``, ...) may change,
-    e.g. to extend a finished run. A folder without checkpoints starts a new run."""
+    (model) config — their weights would not fit the model, or would silently train another
+    one under the same name — or another ZeRO stage (DeepSpeed's optimizer-state files differ
+    per stage; ``zero_stage: auto`` resolves per world size, so name the stage to resume).
+    Schedule keys (``max_steps``, ``val_every``, ...) may change, e.g. to extend a finished
+    run. A folder without checkpoints starts a new run."""
     saved = sorted(cfg.run_dir.glob(f"checkpoint_*/{CONFIG_FILE}"))
     if not saved:
         return
@@ -98,11 +101,13 @@ def check_resume(cfg: TrainConfig) -> None:
             cfg.method_spec().model_dump(mode="json"),
             "method_config",
         )
+    if old.get("zero_stage") != cfg.zero_stage:  # DeepSpeed lays out optimizer states per stage
+        problems.append(f"zero_stage: {old.get('zero_stage')!r} -> {cfg.zero_stage!r}")
     if problems:
         raise InputError(
             cfg.run_dir,
-            "this run's checkpoints were trained with another method or model config, so it "
-            f"cannot resume with this one ({'; '.join(problems)})",
+            "this run's checkpoints were trained with another method, model config or ZeRO "
+            f"stage, so it cannot resume with this one ({'; '.join(problems)})",
             f"train under a new --name (or --storage-path), or restore the run's settings "
             f"(recorded in {saved[-1]}); max_steps and other schedule keys may change",
         )

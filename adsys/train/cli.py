@@ -26,7 +26,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=Path, help="shard output folder (has manifest.json)")
     p.add_argument("--num-workers", type=int, help="training ranks (one GPU each on GPUs)")
     p.add_argument("--use-gpu", choices=["auto", "true", "false"])
-    p.add_argument("--zero-stage", type=int, choices=[0, 1, 2])
+    p.add_argument("--zero-stage", type=_zero_stage, choices=["auto", 0, 1, 2],
+                   help="DeepSpeed ZeRO stage; auto (default): 0 on one worker, 1 on several")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--data-workers", help="loader processes per rank, or auto")
     p.add_argument("--max-steps", type=int)
@@ -39,9 +40,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--export", choices=["last", "best_val"],
                    help="export the last EMA weights, or those of the lowest val loss")
+    p.add_argument("--folds", help="for a method with folds: train 'all' of them or the "
+                   "listed ones (e.g. 0,3,7) as concurrent runs under --name; inference "
+                   "takes the folder as their ensemble")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
                    help="any TrainConfig key, dotted for nested ones, value as YAML "
                         "(e.g. --set method_config.unet.model_channels=64); repeatable")
+
+
+def _zero_stage(value: str) -> int | str:
+    return value if value == "auto" else int(value)
 
 
 def config_from_args(args: argparse.Namespace, root: Path | None = None):
@@ -95,9 +103,15 @@ def run_from_args(args: argparse.Namespace, root: Path | None = None) -> int:
     from adsys.train.checkpoint import check_resume
 
     root = root or Path.cwd()
+    folds = None
     try:
         cfg = config_from_args(args, root)
-        check_resume(cfg)  # before Ray starts, like the rest of the validation
+        if args.folds is not None:
+            from adsys.train.folds import parse_folds
+
+            folds = parse_folds(args.folds, cfg.method)  # each fold's resume is checked later
+        else:
+            check_resume(cfg)  # before Ray starts, like the rest of the validation
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -116,8 +130,22 @@ def run_from_args(args: argparse.Namespace, root: Path | None = None) -> int:
     if missing:
         _build_demo_shards(root)
     fault = os.environ.get("ADSYS_FAULT_STEP")
-    result = run_training(cfg, fault_step=int(fault) if fault else None)
+    fault_step = int(fault) if fault else None
     run_dir = cfg.run_dir
+    if folds is not None:
+        from adsys.train.folds import run_folds
+
+        try:
+            outcome = run_folds(cfg, folds, faults=dict.fromkeys(folds, fault_step)
+                                if fault_step is not None else None)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for k, why in outcome.items():
+            print(f"fold {k}:      {run_dir / f'fold-{k}'}  {why or 'finished'}")
+        print(f"ensemble:    {run_dir / 'ensemble.json'}  (--model {run_dir})")
+        return 0 if all(why is None for why in outcome.values()) else 1
+    result = run_training(cfg, fault_step=fault_step)
     print(f"run:         {run_dir}")
     print(f"checkpoint:  {result.checkpoint.path if result.checkpoint else None}")
     print(f"metrics:     {run_dir / 'logs' / 'metrics.jsonl'}")

@@ -29,6 +29,7 @@ __all__ = ["RUN_PRESETS", "TrainConfig", "resolve_config"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+ZeroStage = Literal[0, 1, 2]
 
 
 class TrainConfig(StrictModel):
@@ -42,6 +43,9 @@ class TrainConfig(StrictModel):
     multi-core node), so a GPU rank is not fed by its own thread. ``export``: the exported
     weights are the EMA at the last step, or at the validation with the lowest loss
     (``best_val``: checkpoint selection on validation loss, as some papers' code does).
+    ``val_smoothing`` α: best checkpoint and early stopping (``patience`` validations without
+    improvement) follow the moving average m ← α·m + (1 − α)·loss of the validation loss
+    (0: the loss itself; ICDM's code uses 0.9).
     Optimisation: ``optimizer`` ``adam`` | ``adamw`` (decoupled ``weight_decay``) with
     ``betas``; ``lr_schedule`` ``constant`` or ``cosine`` (linear warm-up over
     ``warmup_steps``, then cosine decay to 0 at ``max_steps``); defaults: Adam, constant.
@@ -49,6 +53,12 @@ class TrainConfig(StrictModel):
     (Ray's strategies: ``PACK`` fills few nodes, ``SPREAD`` spreads them where it can,
     ``STRICT_SPREAD`` puts every rank on its own node, ``STRICT_PACK`` all on one).
     ``run_dir`` (``storage_path/name``) holds the run; re-running with the same one resumes it.
+    ``zero_stage``: DeepSpeed's ZeRO stage; ``auto`` resolves when the config is validated
+    (the resolved stage is what the run records) to what is fastest for the world size: 0 on
+    one worker — ZeRO partitions nothing over one rank, its flat fp32 copies only cost time
+    and memory, and stage 0 on one rank also skips the gradient all-reduce
+    (:func:`adsys.train.engine.make_engine`) — and 1 on several (optimizer states partitioned
+    across ranks; ``bench/bench_train.py`` measures each stage against plain PyTorch / DDP).
     """
 
     method: str = DEFAULT_METHOD
@@ -62,7 +72,7 @@ class TrainConfig(StrictModel):
     weight_decay: float = 0.0
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
-    zero_stage: Literal[0, 1, 2] = 1
+    zero_stage: ZeroStage | Literal["auto"] = "auto"
     precision: Precision = "auto"
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -70,6 +80,7 @@ class TrainConfig(StrictModel):
     val_every: int = 500
     val_batches: int = 4
     patience: int | None = None
+    val_smoothing: float = 0.0
     checkpoint_every: int = 1000
     log_every: int = 10
     seed: int = 3141
@@ -92,11 +103,11 @@ class TrainConfig(StrictModel):
             raise ValueError(f"must be >= 1, got {v}")
         return v
 
-    @field_validator("ema_decay")
+    @field_validator("ema_decay", "val_smoothing")
     @classmethod
     def _decay(cls, v: float) -> float:
         if not 0 <= v < 1:
-            raise ValueError(f"must be in [0, 1) (0: the raw weights), got {v}")
+            raise ValueError(f"must be in [0, 1) (0: none), got {v}")
         return v
 
     @field_validator("betas")
@@ -127,6 +138,12 @@ class TrainConfig(StrictModel):
         if self.warmup_steps >= self.max_steps and self.lr_schedule == "cosine":
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps "
                              f"({self.max_steps})")
+        return self
+
+    @model_validator(mode="after")
+    def _zero_stage(self) -> TrainConfig:
+        if self.zero_stage == "auto":  # resolved here, so the run's config records the stage
+            self.zero_stage = 0 if self.num_workers == 1 else 1
         return self
 
     @model_validator(mode="after")

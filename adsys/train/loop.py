@@ -125,8 +125,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics["samples_per_s"] = n_last * world / max(now - t_last, 1e-9)
             t_last, n_last = now, 0
         if state.step % cfg.val_every == 0 or state.step == cfg.max_steps:
-            val = validation_loss(engine, cfg, rank, world, device)
-            metrics["val_loss"] = val
+            metrics["val_loss"] = val = validation_loss(engine, cfg, rank, world, device)
+            if cfg.val_smoothing:
+                a, prev = cfg.val_smoothing, state.val_smoothed
+                state.val_smoothed = val = val if prev is None else a * prev + (1 - a) * val
+                metrics["val_loss_smoothed"] = val
             if val < state.best_val - 1e-12:
                 state.best_val, state.best_step = val, state.step
                 state.evals_without_improvement = 0

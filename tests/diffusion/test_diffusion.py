@@ -117,3 +117,56 @@ def test_one_step_reconstruction_and_ensemble_mean():
         / 3
     )
     torch.testing.assert_close(ens, expected)
+
+
+def test_leading_timesteps_are_diffusers_ddpm_set_timesteps():
+    from adsys.diffusion import leading_timesteps
+
+    ts = leading_timesteps(1000, 50)  # Baugh et al.: set_timesteps(50) -> 980, 960, ..., 0
+    assert ts[:3] == [980, 960, 940] and ts[-1] == 0 and len(ts) == 50
+    assert leading_timesteps(10, 3) == [6, 3, 0]
+    with pytest.raises(ValueError):
+        leading_timesteps(10, 11)
+
+
+@pytest.mark.parametrize("prediction", ["x0", "eps"])
+def test_strided_ancestral_sampling_reaches_the_data_and_clips_x0(prediction):
+    from adsys.diffusion import leading_timesteps
+
+    s = NoiseSchedule("linear", 1000)
+    target = torch.rand(1, 1, 6, 6) * 0.5
+    g = torch.Generator().manual_seed(1)
+
+    def noise(shape):
+        return torch.randn(shape, generator=g)
+
+    x_T = noise((2, 1, 6, 6))
+    out = ddpm_sample(_oracle(s, target, prediction), s, x_T, noise, prediction=prediction,
+                      timesteps=leading_timesteps(1000, 50), clip_x0=1.0)
+    torch.testing.assert_close(out, target.expand(2, -1, -1, -1), atol=1e-3, rtol=1e-3)
+    # an x0 far outside [-1, 1] is clipped at every step, so the chain ends inside it
+    wild = ddpm_sample(_oracle(s, target + 5, prediction), s, x_T, noise,
+                       prediction=prediction, timesteps=leading_timesteps(1000, 50),
+                       clip_x0=1.0)
+    assert wild.abs().max() <= 1.0 + 1e-4 and (wild > 0.99).float().mean() > 0.99
+    with pytest.raises(ValueError, match="descending"):
+        ddpm_sample(_oracle(s, target, prediction), s, x_T, noise, timesteps=[0, 20])
+
+
+def test_consecutive_timesteps_are_the_per_step_sampler():
+    """Every step as ``timesteps`` gives Ho et al.'s chain (β_t from ᾱ_t/ᾱ_{t−1})."""
+    s = NoiseSchedule("cosine", 50)
+    calls = []
+
+    def fn(x_t, t):
+        calls.append(int(t[0]))
+        return 0.3 * x_t
+
+    outs = []
+    for ts in (None, list(range(49, -1, -1))):
+        g = torch.Generator().manual_seed(2)
+        outs.append(ddpm_sample(fn, s, torch.ones(1, 1, 4, 4),
+                                lambda shape, g=g: torch.randn(shape, generator=g),
+                                timesteps=ts))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    assert calls[:50] == list(range(49, -1, -1))

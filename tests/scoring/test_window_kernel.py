@@ -49,6 +49,23 @@ def test_triton_kernel_equals_twin(padded, roi, starts, images, channels, member
     torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("reduce", REDUCE_MODES)
+def test_twin_reduces_in_chunks_as_in_one_pass(monkeypatch, reduce):
+    """The twin's cache-sized chunks (here 7 elements, cutting through windows) change
+    nothing: the same sums in the same order as one chunk over everything."""
+    import adsys.kernels.window as kw
+
+    grid, _, windows, recons, weight = _case(*CASES[1], 2)
+    outs = []
+    for chunk in (kw._CHUNK, 7):
+        monkeypatch.setattr(kw, "_CHUNK", chunk)
+        out_map = torch.zeros((1, 2, *CASES[1][0]))
+        out_rec = torch.zeros_like(out_map)
+        accumulate_windows_torch(windows, recons, weight, grid, out_map, out_rec, reduce=reduce)
+        outs.append((out_map, out_rec))
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+
+
 def test_twin_scatter_matches_a_loop_over_windows():
     grid, _, windows, recons, _ = _case((13, 11), (5, 4), ((0, 2, 4, 6, 8), (0, 3, 6, 7)),
                                         2, 1, 1, 1)

@@ -1,8 +1,11 @@
+import argparse
+
 import pytest
 import torch
 
 from adsys.errors import InputError
 from adsys.seeding import derive_seed
+from adsys.train.cli import add_train_arguments, config_from_args
 from adsys.train.config import TrainConfig, resolve_config
 from adsys.train.data import data_workers
 from adsys.train.ema import EMA
@@ -33,6 +36,24 @@ def test_config_layers_merge_key_by_key():
         TrainConfig(zero_stage=3)
     with pytest.raises(ValueError):
         TrainConfig(max_steps=0)
+
+
+def test_zero_stage_auto_resolves_per_world_size_and_is_recorded():
+    assert TrainConfig().zero_stage == 0  # one rank: nothing to partition, all-reduce skipped
+    assert TrainConfig(num_workers=4).zero_stage == 1  # optimizer states partitioned
+    assert TrainConfig(num_workers=4, zero_stage=2).zero_stage == 2  # a given stage is kept
+    assert TrainConfig(zero_stage=1).zero_stage == 1
+    cfg = resolve_config("smoke", {"num_workers": 2}, None)
+    assert cfg.model_dump(mode="json")["zero_stage"] == 1  # what checkpoints and export record
+    assert TrainConfig.model_validate(cfg.model_dump(mode="json")).zero_stage == 1
+    with pytest.raises(ValueError):
+        TrainConfig(zero_stage="max")
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    for flag, workers, stage in (("auto", "2", 1), ("0", "2", 0), ("2", "1", 2)):
+        args = parser.parse_args(["--preset", "smoke", "--zero-stage", flag,
+                                  "--num-workers", workers])
+        assert config_from_args(args).zero_stage == stage
 
 
 def test_demo_preset_follows_the_method():
@@ -110,3 +131,18 @@ def test_optimizer_and_lr_schedule_keys_reach_deepspeed():
         TrainConfig(method="ddpm", betas=(1.0, 0.9))
     with pytest.raises(ValueError, match="must be below max_steps"):
         TrainConfig(method="ddpm", lr_schedule="cosine", warmup_steps=10, max_steps=10)
+
+
+def test_resume_refuses_another_model_or_zero_stage_and_allows_schedule_changes(tmp_path):
+    from adsys.train.checkpoint import CONFIG_FILE, check_resume
+
+    cfg = resolve_config("smoke", {"storage_path": tmp_path, "name": "run"}, None)
+    check_resume(cfg)  # no checkpoint yet: a new run
+    saved = cfg.run_dir / "checkpoint_000010" / CONFIG_FILE
+    saved.parent.mkdir(parents=True)
+    saved.write_text(cfg.model_dump_json())
+    check_resume(cfg.model_copy(update={"max_steps": cfg.max_steps * 2}))
+    for change, named in (({"zero_stage": 1}, "zero_stage: 0 -> 1"),
+                          ({"method": "ddpm"}, "method: 'cddpm' -> 'ddpm'")):
+        with pytest.raises(InputError, match=named.replace("'", ".")):
+            check_resume(cfg.model_copy(update=change))

@@ -1,0 +1,111 @@
+"""Several folds of one method as one job: concurrent Ray Train runs sharing the cluster.
+
+A method with folds (``Method.num_folds`` > 0, its config key ``fold``) trains one model per
+fold; ``--folds all`` (or ``0,3,7``) runs them as one job. Each fold is a complete training
+run of its own — ``storage_path/name/fold-K``, its own checkpoints, logs and export — started
+from a Ray task, so the folds' ``TorchTrainer`` runs share the cluster's resources (as many
+run at once as the cluster has room for; the rest wait for resources). A fold that fails does
+not stop the others: the job reports it and exits non-zero; re-running the same command
+resumes the unfinished folds from their checkpoints and leaves finished ones at their last
+step. The job writes ``storage_path/name/ensemble.json`` with the exports of every finished
+fold in that folder (earlier jobs' included), which inference takes as one ensemble
+(``--model storage_path/name``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from adsys.config import deep_merge
+from adsys.errors import InputError
+from adsys.methods import method_class
+from adsys.train.config import TrainConfig
+
+__all__ = ["fold_configs", "parse_folds", "run_folds"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_folds(text: str, method: str) -> list[int]:
+    """``all`` or comma-separated fold indices → sorted, unique folds of ``method``; clear
+    errors for a method without folds or an index out of range."""
+    n = method_class(method).num_folds
+    if n == 0:
+        raise InputError(None, f"method {method!r} has no folds", "drop --folds")
+    if text.strip() == "all":
+        return list(range(n))
+    try:
+        folds = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise InputError(None, f"--folds {text!r} is not 'all' or comma-separated integers",
+                         "e.g. --folds all or --folds 0,3,7") from None
+    bad = [k for k in folds if not 0 <= k < n]
+    if bad or not folds:
+        raise InputError(None, f"--folds {text!r}: {method} has folds 0..{n - 1}",
+                         f"give folds in 0..{n - 1}")
+    return folds
+
+
+def fold_configs(cfg: TrainConfig, folds: list[int]) -> dict[int, TrainConfig]:
+    """One run config per fold: ``method_config.fold`` set, run folder
+    ``cfg.run_dir/fold-K``, and the fold in the seed (each fold draws its own data order,
+    noise and corruptions)."""
+    base = cfg.model_dump(mode="json")
+    return {
+        k: TrainConfig.model_validate(deep_merge(base, {
+            "method_config": {"fold": k}, "storage_path": str(cfg.run_dir),
+            "name": f"fold-{k}", "seed": cfg.seed + k}))  # fmt: skip
+        for k in folds
+    }
+
+
+def _fit(cfg_json: dict[str, Any], fault_step: int | None) -> str | None:
+    """One fold's training in a Ray task: ``None`` when it finished, else why it failed."""
+    from adsys.train.job import run_training
+
+    cfg = TrainConfig.model_validate(cfg_json)
+    try:
+        result = run_training(cfg, fault_step=fault_step)
+    except Exception as exc:  # isolated: reported with the fold, the others go on
+        return f"{type(exc).__name__}: {exc}"
+    if result.error is not None:
+        return f"{type(result.error).__name__}: {result.error}"
+    return None
+
+
+def run_folds(
+    cfg: TrainConfig, folds: list[int], *, faults: dict[int, int] | None = None
+) -> dict[int, str | None]:
+    """Train ``folds`` concurrently (Ray must be initialised); returns fold → ``None``
+    (finished) or the reason it failed, and writes ``cfg.run_dir/ensemble.json``.
+    ``faults``: fold → step of a test-only injected crash (see the training loop)."""
+    import ray
+
+    from adsys.methods.export import write_ensemble
+    from adsys.train.checkpoint import check_resume
+
+    configs = fold_configs(cfg, folds)
+    for c in configs.values():
+        check_resume(c)  # every fold refused up front, before any starts
+    env = {"TORCH_EXTENSIONS_DIR": os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".torch_extensions"))}
+    fit = ray.remote(num_cpus=0, max_retries=0)(_fit).options(
+        runtime_env={"env_vars": env})  # fmt: skip
+    refs = {k: fit.remote(c.model_dump(mode="json"), (faults or {}).get(k))
+            for k, c in configs.items()}
+    outcome: dict[int, str | None] = {}
+    for k, ref in refs.items():
+        try:
+            outcome[k] = ray.get(ref)
+        except Exception as exc:  # the task itself died
+            outcome[k] = f"{type(exc).__name__}: {exc}"
+        log.info("fold %d: %s", k, outcome[k] or "finished")
+    failed = {configs[k].run_dir for k, why in outcome.items() if why is not None}
+    finished = [p.parent for p in sorted(cfg.run_dir.glob("fold-*/export/config.json"))
+                if p.parent.parent not in failed]  # earlier jobs' folds count too
+    write_ensemble(cfg.run_dir, finished,
+                   {f"fold-{k}": why for k, why in outcome.items() if why is not None})
+    return outcome
