@@ -136,22 +136,32 @@ def draw_transform(
 
 
 def draw_source_corner(
-    rng: np.random.Generator, transform: dict[str, Any], grid: tuple[int, ...],
+    rng: np.random.Generator,
+    transform: dict[str, Any],
+    grid: tuple[int, ...],
     source_fg: np.ndarray,
 ) -> list[int] | None:
     """The source region's corner: centred on a uniform foreground voxel of the source at
     which the region fits; ``None`` when there is none."""
     _, size = _region(_matrix(transform["angles"], transform["scale"], len(grid)), grid)
-    corners = np.argwhere(source_fg) - size // 2
-    fits = ((corners >= 0) & (corners <= np.array(source_fg.shape) - size)).all(1)
-    if not fits.any():
+    # centres c = corner + size // 2 with 0 ≤ corner ≤ n − size: index the window of them
+    window = source_fg[
+        tuple(
+            slice(h, max(n - s + h + 1, 0))
+            for h, n, s in zip(size // 2, source_fg.shape, size, strict=True)
+        )
+    ]
+    valid = np.flatnonzero(window)
+    if not len(valid):
         return None
-    valid = corners[fits]
-    return [int(c) for c in valid[rng.integers(len(valid))]]
+    return [int(c) for c in np.unravel_index(valid[rng.integers(len(valid))], window.shape)]
 
 
 def source_patch(
-    source: np.ndarray, rec: dict[str, Any], grid: tuple[int, ...], origin: np.ndarray,
+    source: np.ndarray,
+    rec: dict[str, Any],
+    grid: tuple[int, ...],
+    origin: np.ndarray,
     shape: tuple[int, ...],
 ) -> np.ndarray:
     """The transformed source (module doc) on a box of ``shape`` whose first voxel lies at
@@ -166,7 +176,10 @@ def source_patch(
 
 
 def blend_patch(
-    image: np.ndarray, raster: np.ndarray, corner: tuple[int, ...], source: np.ndarray,
+    image: np.ndarray,
+    raster: np.ndarray,
+    corner: tuple[int, ...],
+    source: np.ndarray,
     rec: dict[str, Any],
 ) -> None:
     """Blend the patch of ``source`` that ``rec`` describes into ``image`` (float64, changed

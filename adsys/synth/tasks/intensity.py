@@ -49,8 +49,10 @@ def fractal_perlin(
     for i, (layer, seed) in enumerate(zip(intervals, seeds, strict=True)):
         res = [max(1, math.ceil(r)) for r in layer]
         lattice = PerlinLattice.sample(res, dim=len(shape), seed=seed, dtype=torch.float64)
-        axes = [torch.arange(n, dtype=torch.float64) * (r / n) for n, r in zip(shape, layer,
-                                                                              strict=True)]
+        axes = [
+            torch.arange(n, dtype=torch.float64) * (r / n)
+            for n, r in zip(shape, layer, strict=True)
+        ]
         total += 2.0**-i * lattice(*axes).numpy()
     low, high = total.min(), total.max()
     return (total - low) / (high - low) if high > low else np.ones(shape)
@@ -74,8 +76,9 @@ def draw_intensity(
         while len(cores) < layers and cores[-1] < most:
             cores.append(cores[-1] * 2 * rng.normal(1, 0.1))
         rec["noise"] = {
-            "intervals": [[float(c * j) for j in rng.normal(1, 0.1, size=len(grid))]
-                          for c in cores],
+            "intervals": [
+                [float(c * j) for j in rng.normal(1, 0.1, size=len(grid))] for c in cores
+            ],
             "seeds": [int(rng.integers(2**63 - 1)) for _ in cores],
         }
     return rec
@@ -91,6 +94,7 @@ def intensity_patch(
     width = min(min_side * rec["ramp"], float(dist.max()))
     ramp = np.minimum(dist / width, 1.0)
     noise = rec["noise"]
-    field = 1.0 if noise is None else fractal_perlin(raster.shape, noise["intervals"],
-                                                     noise["seeds"])
+    field = (
+        1.0 if noise is None else fractal_perlin(raster.shape, noise["intervals"], noise["seeds"])
+    )
     return patch + ramp * rec["magnitude"] * field

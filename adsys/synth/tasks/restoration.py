@@ -96,8 +96,9 @@ class ICDMTasksOptions(StrictModel):
         None, gt=0, description="task 4's scale s; unset: 0.1 (perlin) or 0.2 (uniform)"
     )
     foreign_source: str | None = Field(
-        None, description="task 1's folder of images / NIfTI volumes; unset: scikit-image's "
-        "packaged images"
+        None,
+        description="task 1's folder of images / NIfTI volumes; unset: scikit-image's "
+        "packaged images",
     )
 
     @field_validator("tasks")
@@ -233,8 +234,7 @@ class ICDMTasks(Corruption):
             for a in rec["anomalies"]:
                 shape = Shape.from_record(a["shape"])
                 raster = shape.raster()
-                box = tuple(slice(c, c + n) for c, n in zip(a["corner"], raster.shape,
-                                                            strict=True))
+                box = tuple(slice(c, c + n) for c, n in zip(a["corner"], raster.shape, strict=True))
                 self._apply_task(rec["task"], x, box, shape, raster, a, i, batch)
                 np.clip(x, clean.min(), clean.max(), out=x)
                 mask[box] |= raster
@@ -246,15 +246,21 @@ class ICDMTasks(Corruption):
         )
 
     def _apply_task(
-        self, task: int, x: np.ndarray, box: tuple[slice, ...], shape: Shape,
-        raster: np.ndarray, a: dict[str, Any], i: int, batch: _Batch,
+        self,
+        task: int,
+        x: np.ndarray,
+        box: tuple[slice, ...],
+        shape: Shape,
+        raster: np.ndarray,
+        a: dict[str, Any],
+        i: int,
+        batch: _Batch,
     ) -> None:
         """Anomaly ``a`` of ``task`` applied to item ``i``'s working image ``x`` (in place)."""
         if task in (0, 1):
             source, _ = self._source(a, i, batch)
             blend_patch(x, raster, tuple(s.start for s in box), source, a)
         elif task in (2, 3):
-            x[box] = deform_patch(x[box], shape, raster, a["centre"], a["factor"],
-                                  TASK_NAMES[task])
+            x[box] = deform_patch(x[box], shape, raster, a["centre"], a["factor"], TASK_NAMES[task])
         else:
             x[box] = intensity_patch(x[box], raster, a, min(x.shape))

@@ -279,7 +279,8 @@ def place(
         if ok.any():
             first = int(ok.argmax())
             return Placement(
-                tuple(int(c) for c in corners[first]), 0.5 / 2**level,
+                tuple(int(c) for c in corners[first]),
+                0.5 / 2**level,
                 level * TRIES_PER_LEVEL + first,
             )
     raise PlacementError(

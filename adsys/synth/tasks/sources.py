@@ -72,11 +72,17 @@ class ForeignSources:
             where, fix = root, "reinstall scikit-image, or set foreign_source to a folder"
         else:
             if not self.folder.is_dir():
-                raise InputError(self.folder, "the foreign-source folder does not exist",
-                                 "set foreign_source to a folder of images or NIfTI volumes")
+                raise InputError(
+                    self.folder,
+                    "the foreign-source folder does not exist",
+                    "set foreign_source to a folder of images or NIfTI volumes",
+                )
             suffixes = IMAGE_SUFFIXES + VOLUME_SUFFIXES
-            found = sorted(p.name for p in self.folder.iterdir()
-                           if p.is_file() and p.name.lower().endswith(suffixes))
+            found = sorted(
+                p.name
+                for p in self.folder.iterdir()
+                if p.is_file() and p.name.lower().endswith(suffixes)
+            )
             where, fix = self.folder, f"put images or volumes ({', '.join(suffixes)}) there"
         if not found:
             raise InputError(where, "no foreign blending source found", fix)
@@ -92,9 +98,10 @@ class ForeignSources:
             path = self.path(name)
             try:
                 self._cache[key] = _read(path, key[1])
-            except (OSError, ValueError) as exc:
-                raise InputError(path, f"cannot read this foreign source ({exc})",
-                                 "fix or remove the file") from exc
+            except Exception as exc:  # any reader's failure: name the file
+                raise InputError(
+                    path, f"cannot read this foreign source ({exc})", "fix or remove the file"
+                ) from exc
         return self._cache[key]
 
 
