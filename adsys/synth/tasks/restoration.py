@@ -159,6 +159,8 @@ class ICDMTasks(Corruption):
     def replay(
         self, images: torch.Tensor, masks: torch.Tensor, params: list[dict[str, Any]]
     ) -> CorruptionResult:
+        if len(params) != len(images):
+            raise ValueError(f"icdm_tasks: {len(params)} records for {len(images)} items")
         return self._apply(images, _Batch(images, masks), params)
 
     def _draw(self, i: int, seed: int, batch: _Batch) -> dict[str, Any]:
