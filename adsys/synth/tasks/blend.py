@@ -16,12 +16,14 @@ Dirichlet Laplacian (eigenvalues Σ_a −4 sin²(π k_a / (2(m_a + 1))), k_a = 1
 
 **Source patch** (:func:`draw_transform`, :func:`draw_source_corner`, :func:`source_patch`),
 the code's backward map from the anomaly's grid (size n) into the source: M = s·R, R a rotation
-by U(−π/4, π/4) per axis pair, s = 1 + Exp(0.1) or its reciprocal (½ each), capped so that the
-source region — the bounding box of M·[0, n]^D, floor to ceil — is at most 0.8 of the source's
-size on every axis. The region is centred on a source foreground voxel at which it fits in the
+by U(−π/4, π/4) per axis pair, s = 1 + Exp(0.1) or its reciprocal (½ each), capped at
+min_a 0.8·(source size)_a / (region size)_a, the region being the bounding box of R·[0, n]^D
+rounded out to voxels (so the scaled region spans at most 0.8 of the source, plus the voxel
+rounding). The source region of M is centred on a source foreground voxel at which it fits in the
 source (none: the caller draws another source). The patch is the source sampled at M·o + offset
 with cubic splines (``scipy.ndimage.affine_transform``, order 3; ``nearest`` beyond the image),
-clipped to the source's range.
+clipped to the source's range. (The code resamples a crop of just the region, with zeros
+beyond it, which can darken the patch's rim; sampling the whole source avoids that.)
 
 **Blend** (:func:`blend_patch`): the solver runs on the anomaly's grid grown by one voxel per
 side (clipped to the image), so the shape's voxels are interior; the blended box is clipped to

@@ -35,8 +35,8 @@ draws come from ``numpy.random.default_rng(seed_i)``, in a fixed order: identity
 number of anomalies, then per anomaly its shape, placement and the task's own draws. A blend
 that finds no source position (module :mod:`~adsys.synth.tasks.blend`) draws another source,
 up to 100 times (:class:`SourceError`). Draws never depend on earlier anomalies' results, so
-:meth:`ICDMTasks.__call__` draws every record first and then applies them with
-:meth:`ICDMTasks.replay` — the same code path, hence bit-for-bit replay.
+:meth:`ICDMTasks.__call__` draws every record first and then applies them exactly as
+:meth:`ICDMTasks.replay` does (one code path), hence bit-for-bit replay.
 
 **Records** (one JSON dict per item): ``seed``, ``task`` (0–4, ``None`` for a clean pair) and
 ``anomalies``, each with ``shape`` (:meth:`~adsys.synth.tasks.shapes.Shape.record`),
