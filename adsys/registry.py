@@ -2,9 +2,10 @@
 
 A module registers an object with ``@registry.register("name")``. To name what exists without
 importing every module (and its dependencies), a :class:`Registry` reads its package's source
-files once for those decorator lines and maps each name to its module; :meth:`Registry.get`
-imports only that module. So adding a method (or a corruption) is adding one file. Objects
-registered from elsewhere at run time (``registry.register("x")(obj)``) join the table too.
+files (its subpackages' too) once for those decorator lines and maps each name to its module;
+:meth:`Registry.get` imports only that module. So adding a method (or a corruption) is adding one
+file. Objects registered from elsewhere at run time (``registry.register("x")(obj)``) join the
+table too.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class Registry(Generic[T]):
 
     Args:
         kind: what is registered (for messages: "method", "corruption").
-        package: the package whose modules hold the ``@<attribute>.register("name")`` or
-            ``@<decorator>("name")`` lines.
+        package: the package whose modules, subpackages' included, hold the
+            ``@<attribute>.register("name")`` or ``@<decorator>("name")`` lines.
         decorator: the decorator's name as written in those modules (e.g. ``"register"``).
     """
 
@@ -52,11 +53,14 @@ class Registry(Generic[T]):
         spec = importlib.util.find_spec(self.package)
         found: dict[str, str] = {}
         for folder in spec.submodule_search_locations or []:
-            for path in sorted(Path(folder).glob("*.py")):
+            for path in sorted(Path(folder).rglob("*.py")):
+                parts = path.relative_to(folder).with_suffix("").parts
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
                 for name in self._pattern.findall(path.read_text(encoding="utf-8")):
                     if name in found:
                         raise RuntimeError(f"{self.kind} {name!r} is registered twice")
-                    found[name] = f"{self.package}.{path.stem}"
+                    found[name] = ".".join((self.package, *parts))
         return found
 
     def register(self, name: str) -> Callable[[T], T]:

@@ -1,5 +1,5 @@
 """Pseudo-pathology generators: Perlin and simplex noise, fluid-driven lesions, online
-corruptions (augmentation, DISYRE's disentangled anomalies).
+corruptions (augmentation, DISYRE's disentangled anomalies, ICDM's self-supervised tasks).
 
 Modules (imported on demand, so that ``adsys`` starts without loading torch):
 
@@ -14,5 +14,6 @@ Modules (imported on demand, so that ``adsys`` starts without loading torch):
 * :mod:`adsys.synth.corruption` — the online corruption contract and registry.
 * :mod:`adsys.synth.augment` — ``intensity_augmentation`` (cDDPM's augmentation).
 * :mod:`adsys.synth.dag` — ``dag`` (DISYRE v2's disentangled anomaly generation).
+* :mod:`adsys.synth.tasks` — ``icdm_tasks`` (ICDM's five self-supervised tasks, their folds).
 * :mod:`adsys.synth.cli` — ``adsys synth fluid``.
 """
