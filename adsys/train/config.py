@@ -45,7 +45,7 @@ class TrainConfig(StrictModel):
     (``best_val``: checkpoint selection on validation loss, as some papers' code does).
     ``val_smoothing`` α: best checkpoint and early stopping (``patience`` validations without
     improvement) follow the moving average m ← α·m + (1 − α)·loss of the validation loss
-    (0: the loss itself; ICDM's code uses 0.9).
+    (0: the loss itself; one paper's code uses 0.9).
     Optimisation: ``optimizer`` ``adam`` | ``adamw`` (decoupled ``weight_decay``) with
     ``betas``; ``lr_schedule`` ``constant`` or ``cosine`` (linear warm-up over
     ``warmup_steps``, then cosine decay to 0 at ``max_steps``); defaults: Adam, constant.

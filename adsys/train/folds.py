@@ -30,22 +30,23 @@ log = logging.getLogger(__name__)
 
 
 def parse_folds(text: str, method: str) -> list[int]:
-    """``all`` or comma-separated fold indices → sorted, unique folds of ``method``; clear
-    errors for a method without folds or an index out of range."""
+    """``all`` or comma-separated fold indices (in the order given) → folds of ``method``;
+    errors name a method without folds, or the bad entry and the valid range."""
     n = method_class(method).num_folds
     if n == 0:
         raise InputError(None, f"method {method!r} has no folds", "drop --folds")
-    if text.strip() == "all":
+    if text.strip().lower() == "all":
         return list(range(n))
-    try:
-        folds = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise InputError(None, f"--folds {text!r} is not 'all' or comma-separated integers",
-                         "e.g. --folds all or --folds 0,3,7") from None
-    bad = [k for k in folds if not 0 <= k < n]
-    if bad or not folds:
-        raise InputError(None, f"--folds {text!r}: {method} has folds 0..{n - 1}",
-                         f"give folds in 0..{n - 1}")
+    folds: list[int] = []
+    for part in text.split(","):
+        entry = part.strip()
+        if not entry.isdigit() or int(entry) >= n:
+            raise InputError(None, f"--folds {text!r}: {entry!r} is not a fold of {method}",
+                             f"give 'all' or comma-separated integers in 0..{n - 1}, e.g. 0,3,7")
+        if int(entry) in folds:
+            raise InputError(None, f"--folds {text!r}: fold {entry} is listed twice",
+                             "list each fold once")
+        folds.append(int(entry))
     return folds
 
 

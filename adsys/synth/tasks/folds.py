@@ -1,7 +1,8 @@
 """The ICDM cross-validation folds over the five tasks (Baugh et al. 2024, following MTML 2023;
 the code's ``get_task_split``): fold k trains on ``itertools.combinations(range(5), 3)[k]`` and
 validates on the other two tasks, so there are 10 folds (one model each; the paper's ensemble
-averages them), and every task is held out in 4 of them.
+averages them), and every task is held out in 4 of them. ``--folds`` parsing is generic
+(:func:`adsys.train.folds.parse_folds`).
 
 Tasks: 0 intra-dataset Poisson blend, 1 foreign Poisson blend, 2 sink deformation, 3 source
 deformation, 4 smooth intensity change.
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import itertools
 
-__all__ = ["FOLDS", "NUM_TASKS", "fold_tasks", "parse_folds"]
+__all__ = ["FOLDS", "NUM_FOLDS", "NUM_TASKS", "fold_tasks"]
 
 NUM_TASKS = 5
 FOLDS = tuple(itertools.combinations(range(NUM_TASKS), 3))
 """The training tasks of each fold, in fold order (10 folds)."""
+NUM_FOLDS = len(FOLDS)
 
 
 def fold_tasks(fold: int) -> tuple[list[int], list[int]]:
@@ -24,23 +26,3 @@ def fold_tasks(fold: int) -> tuple[list[int], list[int]]:
         raise ValueError(f"fold must be an integer in 0..{len(FOLDS) - 1}, got {fold!r}")
     train = list(FOLDS[fold])
     return train, [t for t in range(NUM_TASKS) if t not in train]
-
-
-def parse_folds(spec: str) -> list[int]:
-    """Folds from ``"all"`` (0..9) or a comma-separated list such as ``"0,3,7"`` (in the
-    order given, no repeats); ``ValueError`` naming the bad entry and the valid range."""
-    text = spec.strip().lower()
-    if text == "all":
-        return list(range(len(FOLDS)))
-    folds: list[int] = []
-    for part in text.split(","):
-        entry = part.strip()
-        if not entry.isdigit() or int(entry) >= len(FOLDS):
-            raise ValueError(
-                f"folds {spec!r}: {entry!r} is not a fold; give 'all' or comma-separated "
-                f"integers in 0..{len(FOLDS) - 1}, e.g. '0,3,7'"
-            )
-        if int(entry) in folds:
-            raise ValueError(f"folds {spec!r}: fold {entry} is listed twice")
-        folds.append(int(entry))
-    return folds

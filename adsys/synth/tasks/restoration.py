@@ -21,6 +21,10 @@ task   what it does to an anomaly
        ``perlin`` (ICDM, scale 0.1) or ``uniform`` (MTML, scale 0.2)
 =====  =============================================================================
 
+An anomaly that finds no place (a slice with only a few brain voxels) ends the item's list:
+the record keeps the placement error as ``unplaced`` and the anomalies placed before it (none:
+a clean pair), so training goes on and the record says what happened.
+
 After each anomaly the image is clipped to the clean item's [min, max]. The anomaly mask is the
 union of the anomalies' shapes; for the blends also every voxel whose value then differs from
 the clean image by more than 0.001 (the solver changes a little around the shape; the code
@@ -67,7 +71,15 @@ from adsys.synth.tasks.blend import (
 from adsys.synth.tasks.deform import deform_patch, draw_deformation
 from adsys.synth.tasks.folds import NUM_TASKS
 from adsys.synth.tasks.intensity import draw_intensity, intensity_patch
-from adsys.synth.tasks.shapes import Shape, foreground, place, regions, sample_shape, side_bounds
+from adsys.synth.tasks.shapes import (
+    PlacementError,
+    Shape,
+    foreground,
+    place,
+    regions,
+    sample_shape,
+    side_bounds,
+)
 from adsys.synth.tasks.sources import ForeignSources
 
 __all__ = ["ICDMTasks", "ICDMTasksOptions", "SourceError", "TASK_NAMES"]
@@ -180,7 +192,12 @@ class ICDMTasks(Corruption):
         for _ in range(count):
             shape = sample_shape(rng, lb, ub, image.shape)
             raster = shape.raster()
-            spot = place(rng, raster, fg, boxes)
+            try:
+                spot = place(rng, raster, fg, boxes)
+            except PlacementError as exc:  # e.g. a slice with a few brain voxels: keep the
+                rec["unplaced"] = str(exc)  # anomalies placed so far (none: a clean pair)
+                rec["task"] = task if rec["anomalies"] else None
+                break
             rec["anomalies"].append({
                 "shape": shape.record(), "corner": list(spot.corner),
                 "required_overlap": spot.required, "placement_failures": spot.failures,

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from adsys.synth.tasks.folds import FOLDS, fold_tasks, parse_folds
+from adsys.synth.tasks.folds import FOLDS, fold_tasks
 
 
 def test_ten_folds_of_three_training_and_two_validation_tasks():
@@ -27,26 +27,3 @@ def test_ten_folds_of_three_training_and_two_validation_tasks():
 def test_fold_numbers_are_checked(bad):
     with pytest.raises(ValueError, match=r"fold must be an integer in 0\.\.9"):
         fold_tasks(bad)
-
-
-def test_parse_folds():
-    assert parse_folds("all") == list(range(10))
-    assert parse_folds(" ALL ") == list(range(10))
-    assert parse_folds("0,3,7") == [0, 3, 7]
-    assert parse_folds("9, 1") == [9, 1]
-
-
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ("", "'' is not a fold"),
-        ("0,,2", "'' is not a fold"),
-        ("10", "'10' is not a fold"),
-        ("-1", "'-1' is not a fold"),
-        ("one", "'one' is not a fold"),
-        ("1,1", "listed twice"),
-    ],
-)
-def test_parse_folds_names_the_bad_entry(spec, message):
-    with pytest.raises(ValueError, match=message):
-        parse_folds(spec)

@@ -156,3 +156,19 @@ def test_options_and_shapes_are_checked():
     x = torch.zeros(2, 2, 16, 16)
     with pytest.raises(ValueError, match=r"\(B, 1, x, y\[, z\]\)"):
         default(x, x, torch.Generator())
+
+
+def test_an_anomaly_without_room_ends_the_items_list_and_says_why():
+    """A single-voxel brain in a corner holds one small anomaly at most: the next one's
+    placement error ends the item's list and is recorded; the batch goes on."""
+    images = torch.zeros(2, 1, 32, 32)
+    masks = torch.zeros_like(images)
+    masks[:, 0, 0, 0] = 1
+    images[:, 0, 0, 0] = 1
+    c = make_corruption("icdm_tasks", {"tasks": [4], "identity_p": 0.0})
+    out = c(images, masks, torch.Generator().manual_seed(0))
+    unplaced = [p for p in out.params if "unplaced" in p]
+    assert unplaced and all("overlaps the foreground" in p["unplaced"] for p in unplaced)
+    assert all(p["task"] == (4 if p["anomalies"] else None) for p in unplaced)
+    again = c.replay(images, masks, out.params)
+    assert torch.equal(again.corrupted, out.corrupted)
