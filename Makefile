@@ -11,11 +11,18 @@ RUNS ?= runs
 # `METHOD=pddpm make demo` trains and runs another method (runs/demo-pddpm).
 METHOD ?= cddpm
 DEMO_RUN ?= $(if $(filter cddpm,$(METHOD)),demo,demo-$(METHOD))
+# A method trained as fold models trains FOLDS (`--folds`) and infers with their ensemble;
+# icdm's demo: folds 0 and 9 (held-out task pairs {3, 4} and {0, 1}).
+ifeq ($(METHOD),icdm)
+FOLDS ?= 0,9
+endif
+DEMO_MODEL := $(RUNS)/$(DEMO_RUN)$(if $(FOLDS),,/export)
+DEMO_TRAINED := $(if $(FOLDS),$(RUNS)/$(DEMO_RUN)/ensemble.json,$(RUNS)/$(DEMO_RUN)/export/config.json)
 # DeepSpeed JIT-builds small C++ ops once; keep them per checkout instead of per run.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean FORCE
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,16 +40,19 @@ demo: $(STAMP) $(DEMO)/data/manifest.csv
 	$(VENV)/bin/adsys preprocess $(DEMO)/data/manifest.csv --out $(DEMO)/preprocessed \
 		--spacing 2 --shape 96 112 96
 	$(PY) ray_jobs/build_shards.py shards/demo.yaml
-	$(MAKE) $(RUNS)/$(DEMO_RUN)/export/config.json
-	$(PY) ray_jobs/infer.py --model $(RUNS)/$(DEMO_RUN)/export --cohort shards/out/demo \
+	$(MAKE) $(DEMO_TRAINED)
+	$(PY) ray_jobs/infer.py --model $(DEMO_MODEL) --cohort shards/out/demo \
 		--out $(RUNS)/$(DEMO_RUN)/infer --threshold val-fpr=0.05
 
 $(DEMO)/data/manifest.csv: | $(STAMP)
 	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
 
-$(RUNS)/$(DEMO_RUN)/export/config.json: | $(STAMP)
+# with folds, always re-run: it resumes unfinished folds and leaves finished ones as they are
+$(DEMO_TRAINED): $(if $(FOLDS),FORCE) | $(STAMP)
 	$(PY) ray_jobs/train.py --preset demo --method $(METHOD) --storage-path $(RUNS) \
-		--name $(DEMO_RUN)
+		--name $(DEMO_RUN) $(if $(FOLDS),--folds $(FOLDS))
+
+FORCE:
 
 bench: demo
 	$(PY) -m pip install -e ".[dev,bench]"
