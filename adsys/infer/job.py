@@ -58,13 +58,15 @@ __all__ = ["InferResult", "model_records", "num_actors", "run_inference"]
 @dataclass
 class InferResult:
     """What a run did and wrote. ``processed`` / ``skipped`` / ``failed`` are subject ids
-    (``failed`` with the reason)."""
+    (``failed`` with the reason); ``subject_seconds``: each processed or failed subject's
+    wall seconds in its actor (load, model, scoring, writing); ``seconds``: the run's."""
 
     out: Path
     summary: dict[str, Any]
     processed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    subject_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -113,10 +115,11 @@ def _run_subjects(
     preprocess: dict[str, Any] | None,
     progress: bool,
     desc: str,
-) -> tuple[list[str], dict[str, str]]:
-    """Ray Data ``map_batches`` over ``items``; returns (done ids, {failed id: reason})."""
+) -> tuple[list[str], dict[str, str], dict[str, float]]:
+    """Ray Data ``map_batches`` over ``items``; returns (done ids, {failed id: reason},
+    {id: seconds in its actor})."""
     if not items:
-        return [], {}
+        return [], {}, {}
     import ray.data
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -132,16 +135,17 @@ def _run_subjects(
         num_cpus=config.cpus_per_worker,
         num_gpus=1 if gpu else None,
     )
-    done, failed = [], {}
+    done, failed, seconds = [], {}, {}
     with tqdm(total=len(items), desc=desc, unit="subject", disable=not progress) as bar:
         for row in ds.iter_rows():
+            seconds[str(row["subject_id"])] = float(row["seconds"])
             if row["status"] == "done":
                 done.append(str(row["subject_id"]))
             else:
                 failed[str(row["subject_id"])] = str(row["error"])
             bar.update(1)
             bar.set_postfix(failed=len(failed))
-    return done, failed
+    return done, failed, seconds
 
 
 def run_inference(config: InferConfig, *, progress: bool = True) -> InferResult:
@@ -185,12 +189,13 @@ def run_inference(config: InferConfig, *, progress: bool = True) -> InferResult:
                    if not is_complete(out, sid, digest, threshold)]
         waiting = {p["subject_id"] for p in pending}
         result.skipped += [sid for sid, _ in members if sid not in waiting]
-        done, failed = _run_subjects(
+        done, failed, seconds = _run_subjects(
             pending, config, digest=digest, threshold=threshold, preprocess=preprocess,
             progress=progress, desc=f"infer {phase}",
         )
         result.processed += done
         result.failed.update(failed)
+        result.subject_seconds.update(seconds)
     if result.skipped:
         log.info("%d subject(s) already complete, skipped", len(result.skipped))
     write_json_atomic(out / "failed.json",

@@ -44,6 +44,8 @@ def test_maps_are_nifti_in_both_spaces_and_nilearn_plots_them(smoke_inference, t
 
     config, result = smoke_inference
     assert not result.failed and len(result.processed) == 3  # 1 val + 2 test
+    assert set(result.subject_seconds) == set(result.processed)  # each one's time in its actor
+    assert all(0 < s < result.seconds for s in result.subject_seconds.values())
     store = CohortStore(config.cohort)
     for sid in store.subjects("test"):
         folder = subject_dir(config.out, sid)

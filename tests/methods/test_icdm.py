@@ -100,3 +100,27 @@ def test_restore_with_a_real_network_is_seeded():
     b = m.restore(images, torch.Generator().manual_seed(1))
     c = m.restore(images, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_overfits_one_batch():
+    """A fixed (clean, corrupted) batch and a fixed set of (t, noise) draws: the min-SNR
+    ε loss falls below half its start."""
+    from adsys.train.config import resolve_config
+
+    torch.manual_seed(0)
+    method = build_method("icdm", resolve_config("smoke", None, {"method": "icdm"})
+                          .method_config)
+    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    clean = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 40, 40, generator=g), 9, 1, 0)
+    clean = (clean - clean.amin()) / (clean.amax() - clean.amin())
+    batch = {"image": clean, "corrupted": (clean + 0.3 * (clean > 0.6)).clamp(0, 1)}
+    losses = []
+    for step in range(120):
+        loss = method.training_loss(batch, torch.Generator().manual_seed(step % 4))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.5 * first, (first, last)

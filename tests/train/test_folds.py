@@ -68,8 +68,8 @@ def test_folds_train_concurrently_isolate_failures_resume_and_infer_as_one_ensem
     def cfg(max_failures):
         return resolve_config("smoke", None, {
             "method": "icdm", "shards": smoke_shards, "storage_path": tmp_path, "name": "icdm",
-            "max_steps": 6, "checkpoint_every": 2, "log_every": 1,
-            "max_failures": max_failures})  # fmt: skip
+            "max_steps": 6, "checkpoint_every": 2, "log_every": 1, "val_every": 2,
+            "val_smoothing": 0.9, "max_failures": max_failures})  # fmt: skip
 
     job = tmp_path / "icdm"
     # fold 9 crashes at step 3 with no retries left: it fails alone, fold 0 finishes
@@ -79,6 +79,14 @@ def test_folds_train_concurrently_isolate_failures_resume_and_infer_as_one_ensem
     assert ensemble["members"] == ["fold-0/export"] and list(ensemble["failed"]) == ["fold-9"]
     assert (job / "fold-9" / "checkpoint_00000002").is_dir()
     finished = _steps(job / "fold-0")
+    # validation follows the moving average m <- 0.9 m + 0.1 loss (the code's α)
+    vals = [json.loads(x) for x in (job / "fold-0" / "logs" / "metrics.jsonl").read_text()
+            .splitlines() if "val_loss" in x]
+    assert [v["step"] for v in vals] == [2, 4, 6]
+    m = vals[0]["val_loss"]
+    for v in vals:
+        m = m if v is vals[0] else 0.9 * m + 0.1 * v["val_loss"]
+        assert v["val_loss_smoothed"] == pytest.approx(m)
     # the re-run resumes fold 9 from its step-2 checkpoint, leaves fold 0 as it was, and
     # trains a new fold 5 through a crash that Ray retries
     outcome = run_folds(cfg(1), [0, 5, 9], faults={5: 3})
