@@ -95,3 +95,23 @@ def sigkill_when(cmd: list[str], env: dict[str, str], ready: Callable[[], bool],
             time.sleep(0.05)
     finally:
         kill_session(job)
+
+
+def overfit_losses(method, batch: dict, steps: int, lr: float = 3e-3, draws: int | None = 4
+                   ) -> tuple[float, float]:
+    """(mean of the first 4 losses, mean of the last 4) of ``steps`` Adam steps of
+    ``method.training_loss`` on one fixed ``batch``; ``draws``: cycle through that many
+    seeded generators (a fixed set of t / noise draws), ``None``: a fresh generator each
+    step."""
+    import torch
+
+    opt = torch.optim.Adam(method.parameters(), lr=lr)
+    losses = []
+    for step in range(steps):
+        g = torch.Generator() if draws is None else torch.Generator().manual_seed(step % draws)
+        loss = method.training_loss(batch, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return sum(losses[:4]) / 4, sum(losses[-4:]) / 4

@@ -11,6 +11,7 @@ from adsys.methods.disyre import record_steps
 from adsys.scoring import importance_map, window_plan
 from adsys.synth.corruption import make_corruption
 from adsys.train.config import resolve_config
+from tests.helpers import overfit_losses
 
 DAG = {"window": 30, "tissue": "codebook"}
 
@@ -88,16 +89,7 @@ def test_overfits_one_batch():
     torch.manual_seed(0)
     method = build_method("disyre", resolve_config("smoke", None, {"method": "disyre"})
                           .method_config)
-    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
-    batch = _batch()
-    losses = []
-    for _ in range(40):
-        loss = method.training_loss(batch, torch.Generator())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    first, last = overfit_losses(method, _batch(), 40, draws=None)
     assert last < 0.5 * first, (first, last)
 
 

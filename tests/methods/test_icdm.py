@@ -5,6 +5,7 @@ from adsys.diffusion import leading_timesteps
 from adsys.methods import build_method, method_config
 from adsys.methods.icdm import min_snr_weight
 from adsys.synth.tasks.folds import fold_tasks
+from tests.helpers import overfit_losses
 
 
 def _method(**over):
@@ -110,17 +111,9 @@ def test_overfits_one_batch():
     torch.manual_seed(0)
     method = build_method("icdm", resolve_config("smoke", None, {"method": "icdm"})
                           .method_config)
-    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     clean = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 40, 40, generator=g), 9, 1, 0)
     clean = (clean - clean.amin()) / (clean.amax() - clean.amin())
     batch = {"image": clean, "corrupted": (clean + 0.3 * (clean > 0.6)).clamp(0, 1)}
-    losses = []
-    for step in range(120):
-        loss = method.training_loss(batch, torch.Generator().manual_seed(step % 4))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    first, last = overfit_losses(method, batch, 120)
     assert last < 0.5 * first, (first, last)

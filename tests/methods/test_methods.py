@@ -7,6 +7,7 @@ import torch
 from adsys.methods import build_method, method_config
 from adsys.methods.cddpm import CDDPMConfig
 from adsys.train.config import resolve_config
+from tests.helpers import overfit_losses
 
 
 def _tiny(name: str) -> dict:
@@ -24,17 +25,7 @@ def _batch(seed=0):
 def test_overfits_one_batch(name):
     torch.manual_seed(0)
     method = build_method(name, _tiny(name))
-    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
-    batch = {"image": _batch()}
-    losses = []
-    for step in range(120):
-        g = torch.Generator().manual_seed(step % 4)  # a fixed set of (t, noise) draws
-        loss = method.training_loss(batch, g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    first, last = overfit_losses(method, {"image": _batch()}, 120)
     assert last < 0.5 * first, (first, last)
 
 
