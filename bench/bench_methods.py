@@ -12,7 +12,7 @@ timed round-robin, ``--repeats`` times; the best time per method is reported as 
 A method entry may carry overrides of its config, ``NAME:KEY=VALUE[:KEY=VALUE...]`` (dotted
 keys of the method config, values as YAML), timed as one more row: by default icdm also runs
 its paper chain, ``icdm:inference.sampler=ddpm:inference.steps=50`` (50 ancestral steps),
-beside its demo preset's 5-step DDIM — per fold model; the paper's ensemble runs 10 of them.
+beside its demo preset's 3-step DDIM — per fold model; the paper's ensemble runs 10 of them.
 
 Published reference (the cDDPM paper's timing table): pDDPM ≈ 37 % slower than cDDPM at
 inference — its 4 boxes per 96×96 slice cost 4 forward passes against cDDPM's 3 t values
