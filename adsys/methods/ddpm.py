@@ -21,7 +21,8 @@ from adsys.methods.base import InferenceRecipe, Method, MethodConfig
 from adsys.methods.noise import NoiseConfig, draw_noise
 from adsys.nn import UNet, UNetConfig
 
-__all__ = ["DDPM", "DDPMConfig", "check_unet_and_steps", "to_image_range", "to_model_range"]
+__all__ = ["DDPM", "DDPMConfig", "check_unet_and_steps", "check_unet_dims", "to_image_range",
+           "to_model_range"]
 
 _SMOKE_UNET = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
                "num_head_channels": 16}
@@ -50,13 +51,18 @@ class DDPMConfig(MethodConfig):
         return self.unet.model_copy(update={"dims": self.data.dims})
 
 
-def check_unet_and_steps(config: Any) -> None:
-    """Raise unless ``config.unet.dims`` (when set) equals ``config.data.dims`` and every
-    ``config.inference.t_values`` step lies in [0, ``config.timesteps``) — for any method
-    config with a UNet and a step count."""
+def check_unet_dims(config: Any) -> None:
+    """Raise unless ``config.unet.dims`` (when set) equals ``config.data.dims`` — for any
+    method config with a UNet."""
     if "dims" in config.unet.model_fields_set and config.unet.dims != config.data.dims:
         raise ValueError(f"unet.dims ({config.unet.dims}) must equal data.dims "
                          f"({config.data.dims}); leave it unset and it follows the data")
+
+
+def check_unet_and_steps(config: Any) -> None:
+    """:func:`check_unet_dims`, and every ``config.inference.t_values`` step lies in
+    [0, ``config.timesteps``) — for any method config with a UNet and a step count."""
+    check_unet_dims(config)
     ts = config.inference.t_values
     if not ts or not all(0 <= t < config.timesteps for t in ts):
         raise ValueError(f"inference.t_values {ts} must be steps in [0, {config.timesteps})")

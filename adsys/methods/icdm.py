@@ -34,6 +34,7 @@ from adsys.config import StrictModel
 from adsys.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, leading_timesteps, q_sample
 from adsys.methods import register
 from adsys.methods.base import DataSpec, InferenceRecipe, Method, MethodConfig
+from adsys.methods.ddpm import check_unet_dims, to_image_range, to_model_range
 from adsys.nn import UNet, UNetConfig
 from adsys.scoring.config import MapConfig
 from adsys.synth.tasks.folds import NUM_FOLDS, fold_tasks
@@ -104,9 +105,7 @@ class ICDMConfig(MethodConfig):
 
     @model_validator(mode="after")
     def _unet_dims(self) -> ICDMConfig:
-        if "dims" in self.unet.model_fields_set and self.unet.dims != self.data.dims:
-            raise ValueError(f"unet.dims ({self.unet.dims}) must equal data.dims "
-                             f"({self.data.dims}); leave it unset and it follows the data")
+        check_unet_dims(self)
         return self
 
     def unet_config(self) -> UNetConfig:
@@ -166,10 +165,10 @@ class ICDM(Method):
         self.schedule = NoiseSchedule("linear", config.timesteps)
 
     def _to_model(self, x: torch.Tensor) -> torch.Tensor:
-        return 2 * x - 1 if self.config.center else x
+        return to_model_range(x) if self.config.center else x
 
     def _to_image(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + 1) / 2 if self.config.center else x
+        return to_image_range(x) if self.config.center else x
 
     def _eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """ε̂(x_t ‖ condition, t)."""

@@ -38,6 +38,8 @@ def test_fold_picks_training_and_held_out_validation_tasks():
         assert not set(train) & set(val) and len(train) == 3
     with pytest.raises(ValueError, match="fold"):
         method_config("icdm", {"fold": 10})
+    with pytest.raises(ValueError, match="unet.dims"):
+        method_config("icdm", {"unet": {"dims": 3}})
 
 
 def test_min_snr_weight_caps_the_snr_at_gamma():
