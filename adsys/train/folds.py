@@ -15,8 +15,6 @@ fold in that folder (earlier jobs' included), which inference takes as one ensem
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from adsys.config import deep_merge
@@ -87,12 +85,12 @@ def run_folds(
 
     from adsys.methods.export import write_ensemble
     from adsys.train.checkpoint import check_resume
+    from adsys.train.job import torch_extensions_dir
 
     configs = fold_configs(cfg, folds)
     for c in configs.values():
         check_resume(c)  # every fold refused up front, before any starts
-    env = {"TORCH_EXTENSIONS_DIR": os.environ.get(
-        "TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".torch_extensions"))}
+    env = {"TORCH_EXTENSIONS_DIR": torch_extensions_dir()}
     fit = ray.remote(num_cpus=0, max_retries=0)(_fit).options(
         runtime_env={"env_vars": env})  # fmt: skip
     refs = {k: fit.remote(c.model_dump(mode="json"), (faults or {}).get(k))

@@ -13,6 +13,12 @@ from adsys.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
+def torch_extensions_dir() -> str:
+    """Where DeepSpeed's JIT-built ops are cached: ``$TORCH_EXTENSIONS_DIR``, else
+    ``./.torch_extensions`` of the driver (passed to workers, so they build once)."""
+    return os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".torch_extensions"))
+
+
 def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
     """Fit with Ray Train (Ray must be initialised) and return the ``ray.train.Result``.
 
@@ -32,9 +38,7 @@ def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
     run_dir = cfg.run_dir
     gpu = wants_gpu(cfg.use_gpu, cfg.num_workers)
     env = {
-        "TORCH_EXTENSIONS_DIR": os.environ.get(
-            "TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".torch_extensions")
-        ),
+        "TORCH_EXTENSIONS_DIR": torch_extensions_dir(),
         "OMP_NUM_THREADS": os.environ.get(
             "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.num_workers))
         ),
