@@ -28,6 +28,9 @@ a method's name.
 
 **Calls** — tensors (B, C, *spatial), intensities in [0, 1], on the model's device:
 
+* training starts with :meth:`Method.load_pretrained` (a frozen stage trained before, e.g. a
+  latent method's autoencoder; an exported model holds those weights, so loading one never
+  calls it);
 * training: ``forward(batch, generator)`` = :meth:`Method.training_loss` → a scalar loss (the
   DeepSpeed engine calls ``forward``); ``generator`` is the rank's CPU generator for t and
   noise draws;
@@ -195,6 +198,10 @@ class Method(nn.Module):
             raise ValueError(f"{type(self).__name__} has no restore_step: inference.members "
                              "'steps' needs one; use members 'models'")
         self.config = config
+
+    def load_pretrained(self) -> None:
+        """Load the pretrained parts the config names (none by default); training calls it
+        once on the freshly built model, before the optimizer and the EMA see the weights."""
 
     def training_loss(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         """The scalar loss of one batch (the fields of ``config.data``)."""

@@ -4,11 +4,17 @@ Follows guided-diffusion's ``UNetModel`` as cDDPM's code runs it: ResBlocks with
 and SiLU, ResBlock up/down sampling (avg-pool / nearest ×2), attention at the chosen
 downsample rates plus the middle block, a zero-initialised output conv, and scale-shift
 (FiLM) conditioning in every ResBlock: ``h = GN(h)·(1 + s) + b`` with ``(s, b)`` a linear map of
-the embedding. The embedding is the time embedding, or the time embedding concatenated with an
-embedded conditioning vector (``cond_dim``), as cDDPM concatenates its encoder vector.
+the embedding. A conditioning vector (``cond_dim``) enters in one of two ways (``cond_mode``):
+
+* ``concat`` — embedded by an MLP and concatenated with the time embedding, so one FiLM sees
+  both (cDDPM concatenates its encoder vector);
+* ``film`` — a second FiLM in every ResBlock after the time one, ``h·(1 + s_c) + b_c`` with
+  ``(s_c, b_c) = Linear(SiLU(cond))`` (CondDiff's semantic-encoder conditioning, DiffAE-style).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +43,7 @@ class UNetConfig(StrictModel):
     num_head_channels: int = 64
     dropout: float = 0.0
     cond_dim: int | None = None
+    cond_mode: Literal["concat", "film"] = "concat"
     gradient_checkpointing: bool = False
 
     @field_validator("dims")
@@ -48,7 +55,8 @@ class UNetConfig(StrictModel):
 
 
 class ResBlock(nn.Module):
-    """Residual block with FiLM from the embedding; optional down/up sampling inside."""
+    """Residual block with FiLM from the embedding (and a second FiLM from the conditioning
+    vector when ``cond_dim``); optional down/up sampling inside."""
 
     def __init__(
         self,
@@ -59,12 +67,16 @@ class ResBlock(nn.Module):
         dropout: float = 0.0,
         up: bool = False,
         down: bool = False,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.in_norm = normalization(channels)
         self.in_conv = conv_nd(dims, channels, out_channels, 3, padding=1)
         self.up, self.down, self.dims = up, down, dims
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
+        self.cond = (
+            nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * out_channels)) if cond_dim else None
+        )
         self.out_norm = normalization(out_channels)
         self.out = nn.Sequential(
             nn.SiLU(),
@@ -82,13 +94,18 @@ class ResBlock(nn.Module):
             return avg_pool_nd(self.dims, kernel_size=2, stride=2)(x)
         return x
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = F.silu(self.in_norm(x))
         h = self.in_conv(self._resize(h))
         x = self._resize(x)
-        scale, shift = self.emb(emb).type(h.dtype).chunk(2, dim=1)
         view = (slice(None), slice(None)) + (None,) * self.dims
-        h = self.out_norm(h) * (1 + scale[view]) + shift[view]
+        h = self.out_norm(h)
+        for film, vector in ((self.emb, emb), (self.cond, cond)):
+            if film is not None:
+                scale, shift = film(vector).type(h.dtype).chunk(2, dim=1)
+                h = h * (1 + scale[view]) + shift[view]
         return self.skip(x) + self.out(h)
 
 
@@ -102,7 +119,7 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj = zero_module(nn.Conv1d(channels, channels, 1))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape
         qkv = self.qkv(self.norm(x).reshape(b, c, -1))  # (B, 3C, N)
         q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, -1).transpose(-1, -2).unbind(1)
@@ -112,11 +129,13 @@ class AttentionBlock(nn.Module):
 
 
 class _Stage(nn.ModuleList):
-    """A sequence of layers where ResBlocks receive the embedding."""
+    """A sequence of layers where ResBlocks receive the embedding (and FiLM conditioning)."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock | AttentionBlock) else layer(x)
+            x = layer(x, emb, cond) if isinstance(layer, ResBlock) else layer(x)
         return x
 
 
@@ -135,14 +154,15 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(mc, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.cond_embed = None
         emb_dim = temb
-        if c.cond_dim:
+        if c.cond_dim and c.cond_mode == "concat":
             self.cond_embed = nn.Sequential(
                 nn.Linear(c.cond_dim, temb), nn.SiLU(), nn.Linear(temb, temb)
             )
             emb_dim = 2 * temb
+        film_dim = c.cond_dim if c.cond_mode == "film" else None
 
         def res(ch_in: int, ch_out: int, **kw) -> ResBlock:
-            return ResBlock(ch_in, emb_dim, ch_out, dims, c.dropout, **kw)
+            return ResBlock(ch_in, emb_dim, ch_out, dims, c.dropout, cond_dim=film_dim, **kw)
 
         self.input_blocks = nn.ModuleList(
             [_Stage([conv_nd(dims, c.in_channels, mc, 3, padding=1)])]
@@ -181,27 +201,30 @@ class UNet(nn.Module):
             zero_module(conv_nd(dims, ch, c.out_channels, 3, padding=1)),
         )
 
-    def _run(self, stage: _Stage, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(
+        self, stage: _Stage, h: torch.Tensor, emb: torch.Tensor, film: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(stage, h, emb, use_reentrant=False)
-        return stage(h, emb)
+            return checkpoint(stage, h, emb, film, use_reentrant=False)
+        return stage(h, emb, film)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
+        if (cond is None) != (self.config.cond_dim is None):
+            raise ValueError("this UNet was built with cond_dim; pass a conditioning vector"
+                             if cond is None else
+                             "this UNet has no cond_dim; it cannot take a conditioning vector")
+        film = cond if self.config.cond_mode == "film" else None
         if self.cond_embed is not None:
-            if cond is None:
-                raise ValueError("this UNet was built with cond_dim; pass a conditioning vector")
             emb = torch.cat([emb, self.cond_embed(cond)], dim=1)
-        elif cond is not None:
-            raise ValueError("this UNet has no cond_dim; it cannot take a conditioning vector")
         skips = []
         h = x
         for stage in self.input_blocks:
-            h = self._run(stage, h, emb)
+            h = self._run(stage, h, emb, film)
             skips.append(h)
-        h = self._run(self.middle_block, h, emb)
+        h = self._run(self.middle_block, h, emb, film)
         for stage in self.output_blocks:
-            h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb)
+            h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb, film)
         return self.out(h)

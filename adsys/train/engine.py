@@ -45,9 +45,11 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
 
 def make_optimizer(method: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The client optimizer: torch Adam or AdamW with ``lr``, ``betas``, ``weight_decay``
-    (a torch optimizer, so DeepSpeed builds no fused kernel)."""
+    (a torch optimizer, so DeepSpeed builds no fused kernel), over the trainable parameters
+    only (a frozen stage, ``requires_grad`` False, has no optimizer state)."""
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(method.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    params = [p for p in method.parameters() if p.requires_grad]
+    return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def make_engine(method: torch.nn.Module, cfg: TrainConfig, world: int, on_gpu: bool) -> Any:

@@ -84,7 +84,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    method = build_method(cfg.method, cfg.method_spec()).to(device)
+    method = build_method(cfg.method, cfg.method_spec())
+    method.load_pretrained()  # a resumed run then overwrites them with its checkpoint
+    method = method.to(device)
     engine = make_engine(method, cfg, world, on_gpu)
     ema = EMA(engine.module, cfg.ema_decay)
     gen = generator("train", cfg.seed, rank)

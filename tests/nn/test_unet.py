@@ -96,3 +96,66 @@ def test_resnet50_default_matches_timm_shape():
     n = sum(p.numel() for p in enc.parameters())
     # timm resnet50(in_chans=1, num_classes=512): 23.5M body + 2048×512 head
     assert 24.4e6 < n < 24.7e6
+
+
+def _film_net(**kw) -> UNet:
+    torch.manual_seed(0)
+    return _trained_like(UNet(UNetConfig(dims=3, cond_mode="film", **SMALL, **kw))).eval()
+
+
+def test_second_film_is_applied_after_the_time_film():
+    """ResBlock with a FiLM vector: GN(h)·(1 + s_t) + b_t, then ·(1 + s_c) + b_c."""
+    from adsys.nn.unet import ResBlock
+
+    torch.manual_seed(0)
+    block = _trained_like(ResBlock(8, 16, 8, dims=3, cond_dim=6))
+    seen = {}
+    block.out.register_forward_hook(lambda m, i, o: seen.setdefault("h", i[0]))
+    x, emb, cond = torch.randn(2, 8, 4, 4, 4), torch.randn(2, 16), torch.randn(2, 6)
+    block(x, emb, cond)
+    h = block.in_conv(torch.nn.functional.silu(block.in_norm(x)))
+    st, bt = block.emb(emb).chunk(2, dim=1)
+    sc, bc = block.cond(cond).chunk(2, dim=1)
+    v = (slice(None), slice(None), None, None, None)
+    want = (block.out_norm(h) * (1 + st[v]) + bt[v]) * (1 + sc[v]) + bc[v]
+    torch.testing.assert_close(seen["h"], want)
+
+
+def test_film_mode_conditioning_changes_the_output_and_zero_init_is_unconditioned():
+    net = _film_net(cond_dim=10)
+    x, t, c = torch.randn(1, 1, 8, 8, 8), torch.tensor([300]), torch.randn(1, 10)
+    assert not torch.allclose(net(x, t, c), net(x, t, c + 1.0), atol=1e-4)
+    plain = UNet(UNetConfig(dims=3, **SMALL)).eval()
+    # the same weights without the conditioning layers: zeroing them gives the plain UNet
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if ".cond." not in k})
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if ".cond." in name:
+                p.zero_()
+    torch.testing.assert_close(net(x, t, c), plain(x, t))
+    assert net.cond_embed is None  # film mode: no concatenated embedding
+
+
+def test_gradient_checkpointing_carries_the_film_vector():
+    a = _film_net(cond_dim=4).train()
+    b = _film_net(cond_dim=4, gradient_checkpointing=True).train()
+    x, t, c = torch.randn(1, 1, 8, 8, 8), torch.tensor([3]), torch.randn(1, 4)
+    a(x, t, c).sum().backward()
+    b(x, t, c).sum().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+def test_semantic_encoder_gives_the_paper_vector_at_160_cubed_latents():
+    from adsys.nn.encoders import SemanticEncoder, SemanticEncoderConfig
+
+    cfg = SemanticEncoderConfig()
+    assert cfg.out_dim == 1280  # 64 channels x 20 (the latent's first axis, unpooled)
+    small = SemanticEncoderConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                                  out_channels=4, pool_depth=5)
+    enc = SemanticEncoder(small)
+    out = enc(torch.randn(2, 3, 5, 12, 12))
+    assert out.shape == (2, 20)
+    # downsampling only in the last two axes: the first axis is kept to pool_depth exactly
+    pools = [m for m in enc.modules() if isinstance(m, torch.nn.AvgPool3d)]
+    assert [p.kernel_size for p in pools] == [(1, 2, 2)]
