@@ -16,6 +16,12 @@ DEMO_RUN ?= $(if $(filter cddpm,$(METHOD)),demo,demo-$(METHOD))
 ifeq ($(METHOD),icdm)
 FOLDS ?= 0,9
 endif
+# A latent method (conddiff, cldm) first trains its autoencoder (`aekl`, runs/demo-aekl)
+# and trains on top of that export.
+ifneq ($(filter conddiff cldm,$(METHOD)),)
+PRETRAINED := $(RUNS)/demo-aekl/export/config.json
+TRAIN_SETTINGS := --set method_config.autoencoder_path=$(RUNS)/demo-aekl/export
+endif
 DEMO_MODEL := $(RUNS)/$(DEMO_RUN)$(if $(FOLDS),,/export)
 DEMO_TRAINED := $(if $(FOLDS),$(RUNS)/$(DEMO_RUN)/ensemble.json,$(RUNS)/$(DEMO_RUN)/export/config.json)
 # DeepSpeed JIT-builds small C++ ops once; keep them per checkout instead of per run.
@@ -48,9 +54,12 @@ $(DEMO)/data/manifest.csv: | $(STAMP)
 	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
 
 # with folds, always re-run: it resumes unfinished folds and leaves finished ones as they are
-$(DEMO_TRAINED): $(if $(FOLDS),FORCE) | $(STAMP)
+$(DEMO_TRAINED): $(if $(FOLDS),FORCE) | $(STAMP) $(PRETRAINED)
 	$(PY) ray_jobs/train.py --preset demo --method $(METHOD) --storage-path $(RUNS) \
-		--name $(DEMO_RUN) $(if $(FOLDS),--folds $(FOLDS))
+		--name $(DEMO_RUN) $(if $(FOLDS),--folds $(FOLDS)) $(TRAIN_SETTINGS)
+
+$(RUNS)/demo-aekl/export/config.json: | $(STAMP)
+	$(PY) ray_jobs/train.py --preset demo --method aekl --storage-path $(RUNS) --name demo-aekl
 
 FORCE:
 

@@ -5,7 +5,7 @@ The model learns p(healthy latent | pseudo-pathological latent): a training pair
 volume and one of its precomputed fluid variants from the shards (``data.fields`` image +
 variant, the same subject), and with probability ``identity_p`` (0.2, the code's
 ``healthy_proportion``) the healthy volume is its own condition. Both are encoded by a frozen
-``aekl`` autoencoder (``autoencoder``: its export folder, loaded when training starts; the
+``aekl`` autoencoder (``autoencoder_path``: its export folder, loaded when training starts; the
 exported model then holds its weights) to posterior-mean latents scaled by ``latent_scale``
 (default 1 / the autoencoder's running latent std; the code's 0.18215 as an option).
 
@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from safetensors.torch import load_file
 
 from adsys.diffusion import NoiseSchedule, q_sample
 from adsys.diffusion.learned import hybrid_loss, learned_ddpm_sample
 from adsys.errors import InputError
 from adsys.methods import register
+from adsys.methods.aekl import AE_PRESETS
 from adsys.methods.base import DataSpec, InferenceRecipe, Method, MethodConfig
 from adsys.methods.ddpm import check_unet_and_steps
 from adsys.nn import UNet, UNetConfig
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 CODE_LATENT_SCALE = 0.18215  # the code's (Stable Diffusion's) fixed latent scale
 
 _SMOKE = {
-    "ae": {"channels": [8, 16, 16, 16], "num_res_blocks": 1, "norm_num_groups": 8},
+    "autoencoder": AE_PRESETS["smoke"],
     "unet": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
              "attention_resolutions": [2], "num_head_channels": 16},
     "semantic": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
@@ -66,7 +67,7 @@ _SMOKE = {
     "inference": {"t_values": [24]},
 }
 _DEMO = {
-    "ae": {"channels": [16, 32, 32, 32], "num_res_blocks": 1, "norm_num_groups": 16},
+    "autoencoder": AE_PRESETS["demo"],
     "unet": {"model_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
              "attention_resolutions": [4], "num_head_channels": 32},
     "semantic": {"model_channels": 16, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
@@ -75,14 +76,15 @@ _DEMO = {
 
 
 class CondDiffConfig(MethodConfig):
-    """The frozen autoencoder (``autoencoder`` export folder, ``ae`` its architecture — the
-    same as the ``aekl`` run's), the latent UNet and semantic encoder, the pairs and the
-    diffusion (module doc). The UNet's dims, channels and conditioning follow the rest."""
+    """The frozen autoencoder (``autoencoder_path``: an ``aekl`` export folder;
+    ``autoencoder``: its architecture, the same as that run's), the latent UNet and semantic
+    encoder, the pairs and the diffusion (module doc). The UNet's dims, channels and
+    conditioning follow the rest."""
 
     method: str = "conddiff"
     data: DataSpec = DataSpec(dims=3, mode="volumes", fields=("image", "variant"))
-    autoencoder: str | None = None
-    ae: AutoencoderConfig = AutoencoderConfig()
+    autoencoder_path: str | None = None
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
     latent_scale: float | None = None
     unet: UNetConfig = UNetConfig(dims=3, model_channels=128, channel_mult=(1, 2, 2),
                                   num_res_blocks=1, attention_resolutions=(4,),
@@ -94,6 +96,12 @@ class CondDiffConfig(MethodConfig):
     inference: InferenceRecipe = InferenceRecipe(
         map=MapConfig(kind="shift"), t_values=(249,), protocol="conddiff"
     )
+
+    @field_validator("autoencoder_path")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        """Made absolute on the driver, so training workers find it whatever their cwd."""
+        return None if v is None else str(Path(v).expanduser().resolve())
 
     @model_validator(mode="after")
     def _consistent(self) -> CondDiffConfig:
@@ -111,7 +119,7 @@ class CondDiffConfig(MethodConfig):
     def unet_config(self) -> UNetConfig:
         """The latent UNet: 2× latent channels out (ε and the variance interpolation), the
         condition latent as extra input channels (``concat``) or as the FiLM vector."""
-        c = self.ae.latent_channels
+        c = self.autoencoder.latent_channels
         concat = self.conditioning == "concat"
         return self.unet.model_copy(update={
             "dims": 3, "in_channels": 2 * c if concat else c, "out_channels": 2 * c,
@@ -119,12 +127,12 @@ class CondDiffConfig(MethodConfig):
             "cond_mode": "film"})  # fmt: skip
 
     def semantic_config(self) -> SemanticEncoderConfig:
-        return self.semantic.model_copy(update={"in_channels": self.ae.latent_channels})
+        return self.semantic.model_copy(update={"in_channels": self.autoencoder.latent_channels})
 
     @property
     def pad_multiple(self) -> int:
         """Volumes are padded to this: the autoencoder's factor × the latent UNet's."""
-        return self.ae.factor * 2 ** (len(self.unet.channel_mult) - 1)
+        return self.autoencoder.factor * 2 ** (len(self.unet.channel_mult) - 1)
 
 
 class CLDMConfig(CondDiffConfig):
@@ -140,7 +148,7 @@ class CondDiff(Method):
     presets = {
         "smoke": {"batch_size": 1, "method_config": _SMOKE},
         # CPU minutes: the demo aekl's autoencoder (train it first: its preset has the same
-        # ``ae``), a 32-channel latent UNet on 12x16x12 latents, 400 steps of batch 2, and the
+        # architecture), a 32-channel latent UNet on 12x16x12 latents, 400 steps of batch 2, and the
         # paper's 250-step chain (cheap on latents this small)
         "demo": {"batch_size": 2, "max_steps": 400, "lr": 1e-4, "optimizer": "adamw",
                  "grad_clip": 0.1, "ema_decay": 0.99, "val_every": 100,
@@ -158,7 +166,7 @@ class CondDiff(Method):
 
     def __init__(self, config: CondDiffConfig) -> None:
         super().__init__(config)
-        self.autoencoder = build_autoencoder(config.ae).requires_grad_(False)
+        self.autoencoder = build_autoencoder(config.autoencoder).requires_grad_(False)
         self.unet = UNet(config.unet_config())
         self.semantic = (
             SemanticEncoder(config.semantic_config()) if config.conditioning == "encoder"
@@ -168,22 +176,23 @@ class CondDiff(Method):
         self.register_buffer("latent_scale", torch.tensor(float(config.latent_scale or 1.0)))
 
     def load_pretrained(self) -> None:
-        """Load the ``autoencoder`` export's weights (refusing another architecture) and, with
+        """Load the ``autoencoder_path`` export's weights (refusing another architecture) and, with
         no fixed ``latent_scale``, set the scale to 1 / its latent std."""
-        if self.config.autoencoder is None:
+        if self.config.autoencoder_path is None:
             log.warning("%s: no autoencoder given; training with an untrained one",
                         self.config.method)
             return
-        folder = Path(self.config.autoencoder)
+        folder = Path(self.config.autoencoder_path)
         from adsys.methods.export import WEIGHTS, read_record
 
         record = read_record(folder)
         trained = AutoencoderConfig.model_validate(record["config"].get("autoencoder", {}))
-        if record["method"] != "aekl" or trained != self.config.ae:
-            raise InputError(folder, f"not an aekl export with this method's ae {self.config.ae}"
+        if record["method"] != "aekl" or trained != self.config.autoencoder:
+            raise InputError(folder, f"not an aekl export with this method's autoencoder "
+                             f"{self.config.autoencoder}"
                              f" (it is {record['method']!r}, {trained})",
                              "train the autoencoder with --method aekl and the same preset, or "
-                             "set method_config.ae to its architecture")
+                             "set method_config.autoencoder to its architecture")
         state = load_file(str(folder / WEIGHTS))
         self.autoencoder.load_state_dict(
             {k.removeprefix("autoencoder."): v for k, v in state.items()

@@ -1,0 +1,57 @@
+"""The latent methods' pipeline on real Ray: ``aekl`` trains, then ``conddiff`` and ``cldm``
+train on its frozen export with 2 workers and ZeRO-2, and all three infer end to end — their
+part of the registry's contract test (:mod:`tests.methods.test_contract`)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adsys.infer.config import InferConfig
+from adsys.infer.job import run_inference
+from adsys.train.config import resolve_config
+from adsys.train.job import run_training
+from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - session fixtures
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _train_and_infer(shards, tmp_path, name: str, steps: int, **overrides) -> dict:
+    """Train ``name``'s smoke preset through the real jobs, then infer with its export, and
+    check what the contract test checks; returns the export's state."""
+    cfg = resolve_config("smoke", None, {"method": name, "shards": shards, "name": name,
+                                         "storage_path": tmp_path, "max_steps": steps,
+                                         **overrides})
+    result = run_training(cfg)
+    assert result.error is None, result.error
+    export = tmp_path / name / "export"
+    record = json.loads((export / "config.json").read_text())
+    assert record["method"] == name and record["steps"] == steps
+    assert record["config"]["inference"] == cfg.method_spec().inference.model_dump(mode="json")
+    out = tmp_path / f"infer-{name}"
+    inferred = run_inference(InferConfig(models=[export], cohort=shards, out=out,
+                                         threshold="none"), progress=False)
+    assert not inferred.failed and len(inferred.processed) == 3  # 1 val + 2 test subjects
+    run = json.loads((out / "run.json").read_text())
+    assert run["recipe"] == record["config"]["inference"]
+    assert inferred.summary["protocol"]["name"] == run["recipe"]["protocol"] == "conddiff"
+    assert inferred.summary["per_volume"]["ap"]["n"] == 2
+    return load_file(str(export / "model.safetensors"))
+
+
+def test_aekl_then_conddiff_and_cldm_with_two_workers_zero2(smoke_shards, tmp_path):  # noqa: F811
+    ae_state = _train_and_infer(smoke_shards, tmp_path, "aekl", steps=3)
+    for name in ("conddiff", "cldm"):
+        state = _train_and_infer(
+            smoke_shards, tmp_path, name, steps=2, num_workers=2, zero_stage=2,
+            method_config={"autoencoder_path": str(tmp_path / "aekl" / "export")})
+        run = tmp_path / name
+        assert json.loads((run / "export" / "config.json").read_text())["train"][
+            "zero_stage"] == 2
+        ckpt = sorted(run.glob("checkpoint_0*"))[-1]
+        assert len(list(ckpt.rglob("zero_pp_rank_*_optim_states.pt"))) == 2  # both ranks
+        for key, value in ae_state.items():  # the frozen autoencoder, unchanged by training
+            if key.startswith("autoencoder."):
+                assert torch.equal(state[key], value), key
+        assert float(state["latent_scale"]) == pytest.approx(1 / float(ae_state["latent_std"]))
