@@ -8,6 +8,9 @@ variant, the same subject), and with probability ``identity_p`` (0.2, the code's
 ``aekl`` autoencoder (``autoencoder_path``: its export folder, loaded when training starts; the
 exported model then holds its weights) to posterior-mean latents scaled by ``latent_scale``
 (default 1 / the autoencoder's running latent std; the code's 0.18215 as an option).
+With ``latents_from_shards`` the training shards are a latent shard set instead
+(:mod:`adsys.shards.latents`, ``adsys shards encode``): the pairs' latents were encoded once,
+and a step runs no encoder.
 
 Diffusion (implementations.md §5.4): linear β 1e-4 → 0.02, T = 1000, ε prediction with
 learned variance (LEARNED_RANGE) and the hybrid loss MSE(ε) + VLB with the mean detached
@@ -51,6 +54,7 @@ from adsys.nn import UNet, UNetConfig
 from adsys.nn.autoencoder import AutoencoderConfig, build_autoencoder, crop_from, pad_to_multiple
 from adsys.nn.encoders import SemanticEncoder, SemanticEncoderConfig
 from adsys.scoring.config import MapConfig
+from adsys.shards.latents import unfold
 
 __all__ = ["CLDM", "CLDMConfig", "CondDiff", "CondDiffConfig"]
 
@@ -92,6 +96,7 @@ class CondDiffConfig(MethodConfig):
     semantic: SemanticEncoderConfig = SemanticEncoderConfig()
     conditioning: Literal["encoder", "concat"] = "encoder"
     identity_p: float = 0.2
+    latents_from_shards: bool = False
     timesteps: int = 1000
     inference: InferenceRecipe = InferenceRecipe(
         map=MapConfig(kind="shift"), t_values=(249,), protocol="conddiff"
@@ -232,7 +237,11 @@ class CondDiff(Method):
     def training_loss(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         """The hybrid loss (MSE(ε) + VLB, mean detached) at t ~ U{0, …, T−1}."""
         healthy, condition, _ = self.pairs(batch, generator)
-        z, _ = self.latents(torch.cat([healthy, condition]))
+        pair = torch.cat([healthy, condition])
+        if self.config.latents_from_shards:  # folded posterior means (adsys.shards.latents)
+            z = unfold(pair[:, 0], self.config.autoencoder.latent_channels) * self.latent_scale
+        else:
+            z, _ = self.latents(pair)
         z0, zc = z.chunk(2)
         t = torch.randint(0, self.config.timesteps, (z0.shape[0],), generator=generator)
         t = t.to(z0.device)

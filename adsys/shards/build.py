@@ -211,7 +211,7 @@ def _prepare_out(spec: ShardSpec, overwrite: bool) -> ShardManifest | None:
     return old
 
 
-def _valid_prefix(out: Path, shards: list[ShardRecord]) -> list[ShardRecord]:
+def valid_prefix(out: Path, shards: list[ShardRecord]) -> list[ShardRecord]:
     """The committed shards of one split that still match their sha256, up to the first
     missing or changed one (later shards are rebuilt, since boundaries follow order)."""
     kept = []
@@ -225,7 +225,7 @@ def _valid_prefix(out: Path, shards: list[ShardRecord]) -> list[ShardRecord]:
     return kept
 
 
-def _clean_partials(out: Path, kept: set[str]) -> None:
+def clean_partials(out: Path, kept: set[str]) -> None:
     """Remove temporary files and shards not in ``kept`` (left by an interrupted run)."""
     shard_dir = out / SHARD_DIR
     if shard_dir.is_dir():
@@ -303,9 +303,9 @@ def build_shards(
         zarr=ZARR_NAME if "zarr" in spec.formats else None,
         splits=splits,
     )
-    kept = {s: _valid_prefix(out, old.shards_of(s)) if old else [] for s in splits}
+    kept = {s: valid_prefix(out, old.shards_of(s)) if old else [] for s in splits}
     manifest.shards = [sh for s in splits for sh in kept[s]]
-    _clean_partials(out, {sh.name for sh in manifest.shards})
+    clean_partials(out, {sh.name for sh in manifest.shards})
     write_json_atomic(out / MANIFEST_NAME, manifest.model_dump(mode="json"))
     if "zarr" in spec.formats:
         zarr_store.create_store(

@@ -1,4 +1,5 @@
-"""``adsys shards build|inspect|verify``; ``ray_jobs/build_shards.py`` reuses :func:`run_build`."""
+"""``adsys shards build|encode|inspect|verify``; ``ray_jobs/build_shards.py`` reuses
+:func:`run_build`."""
 
 from __future__ import annotations
 
@@ -75,6 +76,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from adsys.shards.latents import encode_shard_set
+
+    result = encode_shard_set(
+        args.shards, args.model, args.out, pad_multiple=args.pad_multiple,
+        splits=tuple(args.splits.split(",")), batch_size=args.batch_size, device=args.device,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"latents: {len(result.encoded)} subject(s) encoded, {len(result.reused)} reused "
+          f"-> {result.out}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``adsys shards`` on the top-level subparsers."""
     shards = sub.add_parser("shards", help="build, inspect and verify Zarr + WebDataset shards")
@@ -83,6 +97,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("build", help="build shards from a spec with Ray (resumable)")
     add_build_arguments(p)
     p.set_defaults(func=run_build)
+
+    p = cmds.add_parser("encode", help="encode a shard set once into a latent shard set "
+                        "with an exported autoencoder (resumable)")
+    p.add_argument("shards", type=Path, help="the source shard set (build folder)")
+    p.add_argument("--model", type=Path, required=True, help="the autoencoder's export folder")
+    p.add_argument("--out", type=Path, required=True, help="the latent shard set's folder")
+    p.add_argument("--pad-multiple", type=int, required=True,
+                   help="pad volumes to this multiple before encoding: the latent method's "
+                        "pad_multiple (autoencoder factor x its UNet's, e.g. 32)")
+    p.add_argument("--splits", default="train,val", help="comma-separated (default train,val)")
+    p.add_argument("--batch-size", type=int, default=4, help="volumes per encoder pass")
+    p.add_argument("--device", default="cpu", help="torch device (e.g. cuda)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a latent set made from other shards or another encoder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_encode)
 
     p = cmds.add_parser("inspect", help="summary table of a build")
     p.add_argument("path", help="build folder or manifest.json (path or URL)")

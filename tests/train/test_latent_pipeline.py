@@ -1,6 +1,7 @@
-"""The latent methods' pipeline on real Ray: ``aekl`` trains, then ``conddiff`` and ``cldm``
-train on its frozen export with 2 workers and ZeRO-2, and all three infer end to end — their
-part of the registry's contract test (:mod:`tests.methods.test_contract`)."""
+"""The latent methods' pipeline on real Ray: ``aekl`` trains, then ``conddiff`` (encoding on
+the fly) and ``cldm`` (from a latent shard set written once with the export) train on its
+frozen export with 2 workers and ZeRO-2, and all three infer end to end — their part of the
+registry's contract test (:mod:`tests.methods.test_contract`)."""
 
 import json
 
@@ -10,6 +11,8 @@ from safetensors.torch import load_file
 
 from adsys.infer.config import InferConfig
 from adsys.infer.job import run_inference
+from adsys.methods import method_config
+from adsys.shards.latents import encode_shard_set
 from adsys.train.config import resolve_config
 from adsys.train.job import run_training
 from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - session fixtures
@@ -17,12 +20,14 @@ from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - sess
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _train_and_infer(shards, tmp_path, name: str, steps: int, **overrides) -> dict:
-    """Train ``name``'s smoke preset through the real jobs, then infer with its export, and
-    check what the contract test checks; returns the export's state."""
-    cfg = resolve_config("smoke", None, {"method": name, "shards": shards, "name": name,
-                                         "storage_path": tmp_path, "max_steps": steps,
-                                         **overrides})
+def _train_and_infer(shards, tmp_path, name: str, steps: int, train_shards=None,
+                     **overrides) -> dict:
+    """Train ``name``'s smoke preset through the real jobs (on ``train_shards``, default
+    ``shards``), then infer on ``shards`` with its export, and check what the contract test
+    checks; returns the export's state."""
+    cfg = resolve_config("smoke", None, {"method": name, "shards": train_shards or shards,
+                                         "name": name, "storage_path": tmp_path,
+                                         "max_steps": steps, **overrides})
     result = run_training(cfg)
     assert result.error is None, result.error
     export = tmp_path / name / "export"
@@ -42,10 +47,15 @@ def _train_and_infer(shards, tmp_path, name: str, steps: int, **overrides) -> di
 
 def test_aekl_then_conddiff_and_cldm_with_two_workers_zero2(smoke_shards, tmp_path):  # noqa: F811
     ae_state = _train_and_infer(smoke_shards, tmp_path, "aekl", steps=3)
-    for name in ("conddiff", "cldm"):
+    ae = tmp_path / "aekl" / "export"
+    latents = encode_shard_set(smoke_shards, ae, tmp_path / "latents", progress=False,
+                               pad_multiple=method_config("cldm", {"unet": {
+                                   "channel_mult": [1, 2]}}).pad_multiple)  # smoke's: 16
+    for name, data in (("conddiff", None), ("cldm", latents.out)):
         state = _train_and_infer(
             smoke_shards, tmp_path, name, steps=2, num_workers=2, zero_stage=2,
-            method_config={"autoencoder_path": str(tmp_path / "aekl" / "export")})
+            train_shards=data, method_config={"autoencoder_path": str(ae),
+                                              "latents_from_shards": data is not None})
         run = tmp_path / name
         assert json.loads((run / "export" / "config.json").read_text())["train"][
             "zero_stage"] == 2
