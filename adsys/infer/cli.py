@@ -8,7 +8,7 @@ from typing import Any
 
 # the names are adsys.metrics.protocols.PROTOCOLS' keys (not imported: the CLI starts fast);
 # not listed in full, as stages never spell a method's name and one protocol shares one
-PROTOCOL_HELP = "an evaluation protocol of adsys.metrics.protocols (e.g. behrendt, upd, conddiff)"
+PROTOCOL_HELP = "an evaluation protocol of adsys.metrics.protocols (e.g. behrendt, upd)"
 
 __all__ = ["add_infer_arguments", "add_parser", "config_from_args", "run_from_args"]
 
