@@ -6,7 +6,21 @@ from pathlib import Path
 
 
 class AdsysError(Exception):
-    """Base class of every error adsys raises on purpose."""
+    """Base class of every error adsys raises on purpose.
+
+    Rebuilt from its message and attributes when unpickled (Ray sends a worker's exception
+    to the driver that way), whatever the subclass's constructor takes.
+    """
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[AdsysError], args: tuple, state: dict) -> AdsysError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InputError(AdsysError, ValueError):

@@ -46,6 +46,12 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-native", dest="native", action="store_false", default=None,
                    help="skip the native-space maps")
     p.add_argument("--zarr", action="store_true", default=None, help="also write maps.zarr")
+    p.add_argument("--inputs", choices=["images", "variants"],
+                   help="variants: evaluate on the store's synthetic pairs (each variant an "
+                        "input, its lesion the ground truth)")
+    p.add_argument("--mask", choices=["brain", "healthy"],
+                   help="post-processing mask: the store's brain mask (default) or, with "
+                        "--inputs variants, the clean image > 0.01 (CondDiff's)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", default=None)
 
 
@@ -64,7 +70,7 @@ def config_from_args(args: argparse.Namespace):
         "threshold": args.threshold, "seed": args.seed, "num_workers": args.num_workers,
         "cpus_per_worker": args.cpus_per_worker, "use_gpu": args.use_gpu,
         "batch_size": args.batch_size, "native": args.native, "zarr": args.zarr,
-        "overlays": args.overlays,
+        "overlays": args.overlays, "inputs": args.inputs, "mask": args.mask,
     }
     recipe = {
         "protocol": args.protocol,

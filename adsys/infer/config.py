@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import ValidationError, field_validator, model_validator
 
 from adsys.config import GpuSetting, StrictModel, deep_merge, error_line
 from adsys.errors import InputError
@@ -32,6 +32,12 @@ class InferConfig(StrictModel):
     :func:`adsys.metrics.cohort.choose_cohort_threshold` (``val``, ``val-fpr=0.05``, a
     number or ``none``); ``num_workers``: actors, ``auto`` = one per GPU on a GPU cluster,
     else one per ``cpus_per_worker`` CPUs of the cluster.
+
+    ``inputs: variants`` evaluates on the cohort store's synthetic pairs instead of its
+    images: every variant of every subject of ``splits`` is an input (id
+    ``SUBJECT_fluid-K``), its lesion (≥ 0.5) the ground truth; ``mask`` is the brain mask
+    of post-processing — ``brain``, the store's (preprocessing's) mask, or ``healthy``, the
+    clean image > 0.01 (CondDiff's healthy-reference mask, which only synthetic pairs have).
     """
 
     models: list[Path]
@@ -48,6 +54,15 @@ class InferConfig(StrictModel):
     native: bool = True
     zarr: bool = False
     overlays: bool = True
+    inputs: Literal["images", "variants"] = "images"
+    mask: Literal["brain", "healthy"] = "brain"
+
+    @model_validator(mode="after")
+    def _healthy_mask_needs_variants(self) -> InferConfig:
+        if self.mask == "healthy" and self.inputs != "variants":
+            raise ValueError("mask 'healthy' (the clean image > 0.01) exists only for synthetic "
+                             "pairs: use it with inputs 'variants'")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -89,6 +104,7 @@ class InferConfig(StrictModel):
                 "native": self.native,
                 "zarr": self.zarr,
                 "overlays": self.overlays,
+                "mask": self.mask,
             },
             sort_keys=True,
         ).encode()

@@ -162,7 +162,7 @@ def run_inference(config: InferConfig, *, progress: bool = True) -> InferResult:
     preprocess = shared_preprocess([r["config"] for r in records])
     digest = config.scoring_digest(records)
     protocol = get_protocol(recipe.protocol)
-    source = open_source(config.cohort, preprocess)
+    source = open_source(config.cohort, preprocess, config.inputs, config.mask)
     subjects = source.subjects(config.splits)
     if not subjects:
         raise InputError(config.cohort, f"no subjects of splits {list(config.splits)}",

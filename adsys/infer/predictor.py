@@ -86,7 +86,8 @@ class SubjectPredictor:
         models = [load_exported(Path(p), self.device, self.config.inference)[0]
                   for p in self.config.models]
         self.scorer = VolumeScorer(models, self.config.seed, self.device)
-        self.source = open_source(self.config.cohort, preprocess)
+        self.source = open_source(self.config.cohort, preprocess, self.config.inputs,
+                                  self.config.mask)
         self.protocol = get_protocol(self.scorer.recipe.protocol)
         self.digest = digest
         self.threshold = threshold

@@ -25,7 +25,10 @@ from adsys.io.manifest import load_manifest
 from adsys.preprocess import preprocess_subject
 from adsys.preprocess.config import PreprocessConfig
 
-__all__ = ["ManifestSource", "StoreSource", "SubjectData", "open_source"]
+__all__ = ["VARIANT_TAG", "ManifestSource", "StoreSource", "SubjectData", "open_source"]
+
+VARIANT_TAG = "_fluid-"  # an input id SUBJECT_fluid-K: variant K of SUBJECT (inputs: variants)
+HEALTHY_MASK_MIN = 0.01  # CondDiff's healthy-reference mask: the clean image above this
 
 
 @dataclass
@@ -50,26 +53,45 @@ class SubjectData:
 
 
 class StoreSource:
-    """Subjects of a Zarr cohort store (see :mod:`adsys.shards.store`)."""
+    """Subjects of a Zarr cohort store (see :mod:`adsys.shards.store`) — or, with ``inputs``
+    ``variants``, their synthetic pairs (:class:`~adsys.infer.config.InferConfig`)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, inputs: str = "images", mask: str = "brain") -> None:
         from adsys.shards.store import CohortStore
 
         self.store = CohortStore(path)
+        self.inputs, self.mask = inputs, mask
 
     def subjects(self, splits: tuple[str, ...]) -> list[tuple[str, str]]:
-        """``(subject_id, split)`` of every complete subject of ``splits``, in cohort order."""
-        return [(sid, split) for split in splits if split in self.store.splits
-                for sid in self.store.subjects(split)]
+        """``(id, split)`` of every complete subject of ``splits`` (or of each of its
+        variants), in cohort order."""
+        pairs = [(sid, split) for split in splits if split in self.store.splits
+                 for sid in self.store.subjects(split)]
+        if self.inputs == "images":
+            return pairs
+        return [(f"{sid}{VARIANT_TAG}{k}", split) for sid, split in pairs
+                for k in range(self.store.meta(sid)["num_variants"])]
 
     def load(self, subject_id: str) -> SubjectData:
-        meta = self.store.meta(subject_id)
-        seg = self.store.read(subject_id, "seg") if meta.get("has_seg") else None
+        sid, k = subject_id, None
+        if self.inputs == "variants":
+            sid, _, index = subject_id.rpartition(VARIANT_TAG)
+            k = int(index)
+        meta = self.store.meta(sid)
+        clean = np.asarray(self.store.read(sid, "image"), dtype=np.float32)
+        if k is None:
+            image = clean
+            seg = self.store.read(sid, "seg") if meta.get("has_seg") else None
+        else:
+            variant, lesion = self.store.variant(sid, k)
+            image, seg = np.asarray(variant, dtype=np.float32), np.asarray(lesion) >= 0.5
+        mask = (clean > HEALTHY_MASK_MIN) if self.mask == "healthy" else (
+            self.store.read(sid, "mask"))
         return SubjectData(
             subject_id=subject_id,
             split=meta["split"],
-            image=np.asarray(self.store.read(subject_id, "image"), dtype=np.float32),
-            mask=np.asarray(self.store.read(subject_id, "mask"), dtype=np.uint8),
+            image=image,
+            mask=np.asarray(mask, dtype=np.uint8),
             seg=None if seg is None else np.asarray(seg, dtype=np.uint8),
             record=meta["preprocess"],
         )
@@ -100,11 +122,16 @@ class ManifestSource:
 
 
 def open_source(
-    cohort: str | Path, preprocess: dict[str, Any] | None
+    cohort: str | Path, preprocess: dict[str, Any] | None, inputs: str = "images",
+    mask: str = "brain",
 ) -> StoreSource | ManifestSource:
-    """A manifest CSV (needs the models' recorded ``preprocess``) or a cohort store."""
+    """A manifest CSV (needs the models' recorded ``preprocess``) or a cohort store (whose
+    synthetic pairs ``inputs: variants`` reads)."""
     cohort = Path(cohort)
     if cohort.suffix.lower() == ".csv":
+        if inputs != "images":
+            raise InputError(cohort, "a manifest CSV has no synthetic pairs (inputs 'variants')",
+                             "pass the cohort store of a shard build with variants")
         if preprocess is None:
             raise InputError(
                 cohort,
@@ -112,4 +139,4 @@ def open_source(
                 "build a cohort store with `python ray_jobs/build_shards.py` and pass it instead",
             )
         return ManifestSource(cohort, PreprocessConfig.model_validate(preprocess))
-    return StoreSource(cohort)
+    return StoreSource(cohort, inputs, mask)

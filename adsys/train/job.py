@@ -47,6 +47,8 @@ def run_training(cfg: TrainConfig, *, fault_step: int | None = None):
         env["DS_ACCELERATOR"] = "cpu"
     loop_config = {**cfg.model_dump(mode="json"), "run_dir": str(run_dir)}
     loop_config["shards"] = str(Path(cfg.shards).resolve())
+    # the method's validated config: the driver has resolved what it must (relative paths)
+    loop_config["method_config"] = cfg.method_spec().model_dump(mode="json")
     if fault_step is not None:
         loop_config["fault_step"] = fault_step
     trainer = TorchTrainer(

@@ -80,6 +80,24 @@ def test_cli_flags_become_recipe_overrides(tmp_path):
                              "map": {"ssim_data_range": 255}}
 
 
+def test_synthetic_pair_inputs_and_the_healthy_mask_are_checked(tmp_path):
+    from adsys.infer.sources import open_source
+
+    p = argparse.ArgumentParser()
+    add_infer_arguments(p)
+    args = p.parse_args(["--model", str(tmp_path), "--cohort", str(tmp_path), "--inputs",
+                         "variants", "--mask", "healthy"])
+    cfg = config_from_args(args)
+    assert (cfg.inputs, cfg.mask) == ("variants", "healthy")
+    with pytest.raises(ValueError, match="only for synthetic pairs"):
+        InferConfig(models=[tmp_path], cohort=tmp_path, mask="healthy")
+    # the mask changes post-processing, so it is part of a subject's output identity
+    a = InferConfig(models=[tmp_path], cohort=tmp_path, inputs="variants")
+    assert a.scoring_digest([]) != a.model_copy(update={"mask": "healthy"}).scoring_digest([])
+    with pytest.raises(InputError, match="no synthetic pairs"):
+        open_source(tmp_path / "cohort.csv", {}, "variants")
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_run_records_the_recipe_it_used(smoke_model, smoke_shards, tmp_path):

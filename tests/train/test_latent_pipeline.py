@@ -4,6 +4,7 @@ frozen export with 2 workers and ZeRO-2, and all three infer end to end — thei
 registry's contract test (:mod:`tests.methods.test_contract`)."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -21,10 +22,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def _train_and_infer(shards, tmp_path, name: str, steps: int, train_shards=None,
-                     **overrides) -> dict:
+                     infer: dict | None = None, **overrides) -> dict:
     """Train ``name``'s smoke preset through the real jobs (on ``train_shards``, default
-    ``shards``), then infer on ``shards`` with its export, and check what the contract test
-    checks; returns the export's state."""
+    ``shards``), then infer on ``shards`` with its export (``infer``: InferConfig keys), and
+    check what the contract test checks; returns the export's state."""
     cfg = resolve_config("smoke", None, {"method": name, "shards": train_shards or shards,
                                          "name": name, "storage_path": tmp_path,
                                          "max_steps": steps, **overrides})
@@ -36,8 +37,12 @@ def _train_and_infer(shards, tmp_path, name: str, steps: int, train_shards=None,
     assert record["config"]["inference"] == cfg.method_spec().inference.model_dump(mode="json")
     out = tmp_path / f"infer-{name}"
     inferred = run_inference(InferConfig(models=[export], cohort=shards, out=out,
-                                         threshold="none"), progress=False)
-    assert not inferred.failed and len(inferred.processed) == 3  # 1 val + 2 test subjects
+                                         threshold="none", **(infer or {})), progress=False)
+    if infer:  # the synthetic pairs: val 1 subject x 2 variants, test 2 x 1
+        assert sorted(inferred.processed) == ["sub-0003_fluid-0", "sub-0003_fluid-1",
+                                              "sub-0004_fluid-0", "sub-0005_fluid-0"]
+    else:
+        assert not inferred.failed and len(inferred.processed) == 3  # 1 val + 2 test subjects
     run = json.loads((out / "run.json").read_text())
     assert run["recipe"] == record["config"]["inference"]
     assert inferred.summary["protocol"]["name"] == run["recipe"]["protocol"] == "conddiff"
@@ -52,10 +57,13 @@ def test_aekl_then_conddiff_and_cldm_with_two_workers_zero2(smoke_shards, tmp_pa
                                pad_multiple=method_config("cldm", {"unet": {
                                    "channel_mult": [1, 2]}}).pad_multiple)  # smoke's: 16
     for name, data in (("conddiff", None), ("cldm", latents.out)):
+        # conddiff is evaluated on the synthetic pairs with the healthy-reference mask
+        infer = {"inputs": "variants", "mask": "healthy"} if name == "conddiff" else None
         state = _train_and_infer(
             smoke_shards, tmp_path, name, steps=2, num_workers=2, zero_stage=2,
-            train_shards=data, method_config={"autoencoder_path": str(ae),
-                                              "latents_from_shards": data is not None})
+            train_shards=data, infer=infer,
+            method_config={"autoencoder_path": os.path.relpath(ae),  # relative to this cwd
+                           "latents_from_shards": data is not None})
         run = tmp_path / name
         assert json.loads((run / "export" / "config.json").read_text())["train"][
             "zero_stage"] == 2
