@@ -148,15 +148,17 @@ def encode_shard_set(
     for split in splits:
         writer = TarShardWriter(out, split, int(shard_size_mb * 2**20), len(kept[split]))
         for shard in src.shards_of(split):
-            for read in read_shard(f"{base}/{shard.name}", shard, fields=ALL_FIELDS):
+            rows = [s.row for s in shard.samples]
+            reused = [s.subject_id for s in shard.samples if (split, s.row) in done]
+            result.reused += reused
+            bar.update(len(reused))
+            todo = [(split, r) not in done for r in rows]
+            for read in read_shard(f"{base}/{shard.name}", shard, fields=ALL_FIELDS,
+                                   wanted=lambda p, todo=todo: p >= len(todo) or todo[p]):
                 if read.sample is None:
                     raise InputError(source, read.problem, "repair or rebuild the source shards")
                 sample = read.sample
                 row = sample.meta["row"]
-                if (split, row) in done:
-                    result.reused.append(sample.subject_id)
-                    bar.update(1)
-                    continue
                 members, meta = _latent_sample(method, sample, pad_multiple, batch_size,
                                                channels, factor)
                 sizes = meta["grid"]["shape"]
