@@ -6,8 +6,10 @@ on whole healthy volumes in [0, 1]. Loss: L1 reconstruction + β·KL (β 1e-8) a
 ``adversarial_start`` training steps on, a least-squares PatchGAN term (weight 1e-3) — the
 critic's own loss (× the same weight, as MONAI's recipe) is added to the same scalar, its
 inputs detached, while the generator's term sees the critic frozen, so one optimizer trains
-both. CondDiff's perceptual term (weight 0.002) needs pretrained weights that adsys cannot
-download; it is not part of this method.
+both. CondDiff's perceptual term (weight 0.002) is optional, since its pretrained network
+cannot be downloaded here: ``perceptual.weights`` names a local copy of MedicalNet's
+ResNet-10 weights (:mod:`adsys.nn.perceptual`), loaded when training starts (a training
+run needs the file, an exported model does not hold it).
 
 Volumes are zero-padded (evenly on both sides) to a multiple of ``pad_multiple`` (at least
 the 8× of the encoder; the latent method that uses this autoencoder pads to its own
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
+from adsys.config import StrictModel
 from adsys.methods import register
 from adsys.methods.base import DataSpec, InferenceRecipe, Method, MethodConfig
 from adsys.nn.autoencoder import (
@@ -40,13 +43,20 @@ from adsys.nn.autoencoder import (
     pad_to_multiple,
 )
 
-__all__ = ["AEKL", "AEKLConfig", "AE_PRESETS"]
+__all__ = ["AEKL", "AEKLConfig", "AE_PRESETS", "PerceptualConfig"]
 
 # the autoencoder of each preset; a latent method's preset of the same name uses the same
 AE_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"channels": [8, 16, 16, 16], "num_res_blocks": 1, "norm_num_groups": 8},
     "demo": {"channels": [8, 16, 32, 32], "num_res_blocks": 1, "norm_num_groups": 8},
 }
+
+
+class PerceptualConfig(StrictModel):
+    """The optional perceptual term: MedicalNet ResNet-10 weights (a local file) × weight."""
+
+    weights: str
+    weight: float = 0.002
 
 
 class AEKLConfig(MethodConfig):
@@ -59,6 +69,7 @@ class AEKLConfig(MethodConfig):
     kl_weight: float = 1e-8
     adversarial_weight: float = 1e-3
     adversarial_start: int = 0
+    perceptual: PerceptualConfig | None = None
     latent_std_momentum: float = 0.01
     pad_multiple: int = 8
     inference: InferenceRecipe = InferenceRecipe(protocol="conddiff")
@@ -104,6 +115,14 @@ class AEKL(Method):
         self.discriminator = build_discriminator(config.discriminator, dims=3)
         self.register_buffer("latent_std", torch.ones(()))
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
+        self._perceptual: list[torch.nn.Module] = []  # a list: not a submodule, not exported
+
+    def load_pretrained(self) -> None:
+        """Load the perceptual network's weights (when the config names them)."""
+        if self.config.perceptual is not None:
+            from adsys.nn.perceptual import load_medicalnet
+
+            self._perceptual[:] = [load_medicalnet(self.config.perceptual.weights)]
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, multiple: int | None = None):
@@ -129,6 +148,13 @@ class AEKL(Method):
         z = mu + sigma * eps
         rec = self.autoencoder.decode(z)
         loss = F.l1_loss(rec, x) + self.config.kl_weight * kl_divergence(mu, sigma)
+        if self.config.perceptual is not None:
+            if not self._perceptual:
+                raise RuntimeError("perceptual.weights is set: call load_pretrained() first")
+            from adsys.nn.perceptual import perceptual_distance
+
+            net = self._perceptual[0].to(x.device)
+            loss = loss + self.config.perceptual.weight * perceptual_distance(net, rec, x)
         if self.training:
             with torch.no_grad():
                 m = 1.0 if self.steps_seen == 0 else self.config.latent_std_momentum

@@ -96,3 +96,50 @@ def test_aekl_overfits_one_volume():
     x[:, :, 4:12, 4:12, 4:12] = 0.8
     first, last = overfit_losses(method.train(), {"image": x}, steps=40, lr=3e-3)
     assert last < 0.5 * first
+
+
+def _medicalnet_file(tmp_path):
+    """A MedicalNet-format checkpoint (``state_dict`` with ``module.`` prefixes and a
+    segmentation head) of a randomly initialised ResNet-10."""
+    from adsys.nn.perceptual import MedicalNetResNet10
+
+    torch.manual_seed(0)
+    net = MedicalNetResNet10()
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    state["module.conv_seg.0.weight"] = torch.zeros(2)
+    torch.save({"state_dict": state}, tmp_path / "resnet_10.pth")
+    return tmp_path / "resnet_10.pth", net.eval()
+
+
+def test_perceptual_distance_equals_monais_medicalnet_similarity(tmp_path):
+    from monai.losses.perceptual import MedicalNetPerceptualSimilarity
+
+    from adsys.nn.perceptual import load_medicalnet, perceptual_distance
+
+    path, net = _medicalnet_file(tmp_path)
+    loaded = load_medicalnet(path)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    oracle = MedicalNetPerceptualSimilarity.__new__(MedicalNetPerceptualSimilarity)
+    torch.nn.Module.__init__(oracle)  # MONAI's forward, with our network instead of torch.hub
+    oracle.model, oracle.channel_wise = net, False
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(1, 1, 16, 16, 16, generator=g), torch.rand(1, 1, 16, 16, 16, generator=g)
+    got = perceptual_distance(loaded, x, y)
+    torch.testing.assert_close(got, oracle(x, y).mean(), rtol=1e-5, atol=1e-6)
+    assert float(perceptual_distance(loaded, x, x)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(Exception, match="no such perceptual-network weights"):
+        load_medicalnet(tmp_path / "missing.pth")
+
+
+def test_perceptual_term_is_added_after_load_pretrained_and_not_exported(tmp_path):
+    path, _ = _medicalnet_file(tmp_path)
+    method = _aekl(adversarial_start=10, perceptual={"weights": str(path), "weight": 1.0})
+    batch = {"image": torch.rand(1, 1, 16, 16, 16)}
+    with pytest.raises(RuntimeError, match="load_pretrained"):
+        method.training_loss(batch, torch.Generator().manual_seed(0))
+    method.load_pretrained()
+    with_term = method.eval().training_loss(batch, torch.Generator().manual_seed(0))
+    plain = _aekl(adversarial_start=10).eval().training_loss(batch,
+                                                            torch.Generator().manual_seed(0))
+    assert float(with_term.detach()) > float(plain.detach())
+    assert not any(k.startswith("_perceptual") for k in method.state_dict())
