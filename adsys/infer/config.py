@@ -104,7 +104,8 @@ class InferConfig(StrictModel):
                 "native": self.native,
                 "zarr": self.zarr,
                 "overlays": self.overlays,
-                "mask": self.mask,
+                # only when it is not the default, so earlier runs' outputs stay valid
+                **({"mask": self.mask} if self.mask != "brain" else {}),
             },
             sort_keys=True,
         ).encode()
