@@ -51,7 +51,7 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                         "input, its lesion the ground truth)")
     p.add_argument("--mask", choices=["brain", "healthy"],
                    help="post-processing mask: the store's brain mask (default) or, with "
-                        "--inputs variants, the clean image > 0.01 (CondDiff's)")
+                        "--inputs variants, the clean image > 0.01 (the fluid paper's code)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", default=None)
 
 

@@ -37,7 +37,8 @@ class InferConfig(StrictModel):
     images: every variant of every subject of ``splits`` is an input (id
     ``SUBJECT_fluid-K``), its lesion (≥ 0.5) the ground truth; ``mask`` is the brain mask
     of post-processing — ``brain``, the store's (preprocessing's) mask, or ``healthy``, the
-    clean image > 0.01 (CondDiff's healthy-reference mask, which only synthetic pairs have).
+    clean image > 0.01 (the fluid paper's healthy-reference mask, which only synthetic pairs
+    have).
     """
 
     models: list[Path]

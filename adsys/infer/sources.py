@@ -28,7 +28,7 @@ from adsys.preprocess.config import PreprocessConfig
 __all__ = ["VARIANT_TAG", "ManifestSource", "StoreSource", "SubjectData", "open_source"]
 
 VARIANT_TAG = "_fluid-"  # an input id SUBJECT_fluid-K: variant K of SUBJECT (inputs: variants)
-HEALTHY_MASK_MIN = 0.01  # CondDiff's healthy-reference mask: the clean image above this
+HEALTHY_MASK_MIN = 0.01  # the fluid paper's healthy-reference mask: the clean image above this
 
 
 @dataclass

@@ -35,6 +35,6 @@ def test_adsys_train_checks_the_same_way(tmp_path, capsys):
     assert "\n" not in err and str(bad) in err and "method 'cddpm'" in err
     assert "method_config.encoder.depth" in err
     assert main(["train", "--method", "nope", "--shards", str(tmp_path)]) == 2
-    assert "unknown method 'nope'; known: cddpm, ddpm" in capsys.readouterr().err
+    assert "unknown method 'nope'; known: aekl, cddpm, cldm" in capsys.readouterr().err
     assert main(["train", "--preset", "smoke", "--shards", str(tmp_path / "none")]) == 2
     assert "no shards at" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_a_wrong_key_fails_in_one_line_naming_the_key_and_the_method(tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and "method 'ddpm'" in msg and "method_config.encoder" in msg
     assert str(tmp_path / "train.yaml") in msg
-    with pytest.raises(InputError, match="unknown method 'dpm'; known: cddpm, ddpm"):
+    with pytest.raises(InputError, match="unknown method 'dpm'; known: aekl, cddpm, cldm"):
         resolve_config("smoke", None, {"method": "dpm"})
     with pytest.raises(InputError, match="lrr: unknown key"):
         resolve_config("smoke", None, {"lrr": 1})
