@@ -38,7 +38,8 @@ from adsys.nn.autoencoder import (
     DiscriminatorConfig,
     build_autoencoder,
     build_discriminator,
-    crop_from,
+    decode_cropped,
+    encode_padded,
     kl_divergence,
     pad_to_multiple,
 )
@@ -124,19 +125,11 @@ class AEKL(Method):
 
             self._perceptual[:] = [load_medicalnet(self.config.perceptual.weights)]
 
-    @torch.no_grad()
     def encode(self, images: torch.Tensor, multiple: int | None = None):
         """Posterior-mean latents (B, C_z, *spatial / 8) of ``images`` (B, 1, *spatial) in
         [0, 1], padded to ``multiple`` (default ``pad_multiple``); returns (latents, the
         region to crop decoded volumes to)."""
-        padded, region = pad_to_multiple(images, multiple or self.config.pad_multiple)
-        mu, _ = self.autoencoder.encode(padded)
-        return mu, region
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, region: tuple[slice, ...]) -> torch.Tensor:
-        """Volumes (B, 1, *spatial) decoded from ``latents`` and cropped to ``region``."""
-        return crop_from(self.autoencoder.decode(latents), region)
+        return encode_padded(self.autoencoder, images, multiple or self.config.pad_multiple)
 
     def _critic(self, x: torch.Tensor) -> torch.Tensor:
         return self.discriminator(x)[-1]
@@ -178,4 +171,4 @@ class AEKL(Method):
     def restore(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Decode(posterior mean of encode(x)), in [0, 1]."""
         latents, region = self.encode(images)
-        return self.decode(latents, region).clamp(0, 1)
+        return decode_cropped(self.autoencoder, latents, region).clamp(0, 1)

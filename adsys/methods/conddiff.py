@@ -51,7 +51,12 @@ from adsys.methods.aekl import AE_PRESETS
 from adsys.methods.base import DataSpec, InferenceRecipe, Method, MethodConfig
 from adsys.methods.ddpm import check_unet_and_steps
 from adsys.nn import UNet, UNetConfig
-from adsys.nn.autoencoder import AutoencoderConfig, build_autoencoder, crop_from, pad_to_multiple
+from adsys.nn.autoencoder import (
+    AutoencoderConfig,
+    build_autoencoder,
+    decode_cropped,
+    encode_padded,
+)
 from adsys.nn.encoders import SemanticEncoder, SemanticEncoderConfig
 from adsys.scoring.config import MapConfig
 from adsys.shards.latents import unfold
@@ -213,8 +218,7 @@ class CondDiff(Method):
     def latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, ...]]:
         """Scaled posterior-mean latents of ``images`` (B, 1, *spatial) in [0, 1], and the
         region of the volume in its padded grid."""
-        padded, region = pad_to_multiple(images, self.config.pad_multiple)
-        mu, _ = self.autoencoder.encode(padded)
+        mu, region = encode_padded(self.autoencoder, images, self.config.pad_multiple)
         return mu * self.latent_scale, region
 
     def pairs(
@@ -263,7 +267,7 @@ class CondDiff(Method):
         t = torch.full((z.shape[0],), t0, dtype=torch.long, device=z.device)
         z_t = q_sample(self.schedule, z, t, noise(z.shape))
         z0 = learned_ddpm_sample(self._denoiser(z), self.schedule, z_t, noise, t_start=t0)
-        rec = crop_from(self.autoencoder.decode(z0 / self.latent_scale), region)
+        rec = decode_cropped(self.autoencoder, z0 / self.latent_scale, region)
         lo = rec.flatten(1).amin(1).view(-1, *([1] * (rec.ndim - 1)))
         hi = rec.flatten(1).amax(1).view(-1, *([1] * (rec.ndim - 1)))
         return ((rec - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)

@@ -20,7 +20,8 @@ from torch import nn
 from adsys.config import StrictModel
 
 __all__ = ["AutoencoderConfig", "DiscriminatorConfig", "build_autoencoder",
-           "build_discriminator", "crop_from", "kl_divergence", "pad_to_multiple"]
+           "build_discriminator", "crop_from", "decode_cropped", "encode_padded",
+           "kl_divergence", "pad_to_multiple"]
 
 
 class AutoencoderConfig(StrictModel):
@@ -103,3 +104,22 @@ def pad_to_multiple(
 def crop_from(x: torch.Tensor, region: tuple[slice, ...]) -> torch.Tensor:
     """The ``region`` of :func:`pad_to_multiple` cut back out of ``x`` (B, C, *spatial)."""
     return x[(slice(None), slice(None), *region)]
+
+
+@torch.no_grad()
+def encode_padded(
+    autoencoder: nn.Module, images: torch.Tensor, multiple: int
+) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Posterior-mean latents of ``images`` (B, 1, *spatial) padded to ``multiple``, and the
+    region of the volume in the padded grid (for :func:`decode_cropped`)."""
+    padded, region = pad_to_multiple(images, multiple)
+    mu, _ = autoencoder.encode(padded)
+    return mu, region
+
+
+@torch.no_grad()
+def decode_cropped(
+    autoencoder: nn.Module, latents: torch.Tensor, region: tuple[slice, ...]
+) -> torch.Tensor:
+    """Volumes (B, 1, *spatial) decoded from ``latents`` and cropped to ``region``."""
+    return crop_from(autoencoder.decode(latents), region)
