@@ -65,8 +65,6 @@ __all__ = ["CLDM", "CLDMConfig", "CondDiff", "CondDiffConfig"]
 
 log = logging.getLogger(__name__)
 
-CODE_LATENT_SCALE = 0.18215  # the code's (Stable Diffusion's) fixed latent scale
-
 _SMOKE = {
     "autoencoder": AE_PRESETS["smoke"],
     "unet": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
