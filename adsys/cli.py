@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.set_defaults(func=_cmd_preprocess)
 
+    from adsys.benchmark import cli as benchmark_cli
     from adsys.infer import cli as infer_cli
     from adsys.shards import cli as shards_cli
     from adsys.synth import cli as synth_cli
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     shards_cli.add_parser(sub)
     train_cli.add_parser(sub)
     infer_cli.add_parser(sub)
+    benchmark_cli.add_parser(sub)
     return parser
 
 

@@ -108,6 +108,14 @@ def render_lesions(
     return (image * factor * brain).astype(np.float32), gt.astype(np.uint8)
 
 
+def _contrast(lesions: list[dict]) -> str:
+    """The subject's lesion type: ``hyper``, ``hypo``, ``mixed`` or ``none`` (a metadata
+    column to group results by, e.g. ``adsys benchmark``'s ``group_by``)."""
+    signs = {les["contrast"] > 0 for les in lesions}
+    return {frozenset(): "none", frozenset({True}): "hyper",
+            frozenset({False}): "hypo"}.get(frozenset(signs), "mixed")
+
+
 def make_subject(seed: int, index: int, with_lesions: bool) -> dict:
     """One demo subject: arrays on the 2 mm MNI grid plus the parameters that made it."""
     t1, mask, wm, affine = mni152_2mm()
@@ -192,6 +200,7 @@ def write_demo_cohort(
                 meta={
                     "orientation": "LPS" if lps else "RAS",
                     "n_lesions": str(len(s["params"]["lesions"])),
+                    "contrast": _contrast(s["params"]["lesions"]),
                 },
             )
         )

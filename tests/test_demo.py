@@ -54,4 +54,7 @@ def test_subjects_are_distinct_real_anatomy_with_lesions_only_in_test(cohorts):
             seg = load_label(s.seg, vol, role="seg") > 0
             assert 0 < seg.sum() and np.all(brain[seg])
             assert int(s.meta["n_lesions"]) >= 1
+            assert s.meta["contrast"] in ("hyper", "hypo", "mixed")
+        else:
+            assert s.meta["contrast"] == "none"
     assert m.subjects[2].meta["orientation"] == "LPS"  # every third subject is stored LPS

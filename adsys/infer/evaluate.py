@@ -143,8 +143,9 @@ def evaluate_maps(
     scores = _score_all(maps_dir, tested, protocol, None if choice is None else choice.value,
                         score_range, seed, workers, progress, "evaluate")
     summary = summarize(proto, scores, choice, note)
-    summary["run"] = {"maps": str(maps_dir), "manifest": str(manifest), "splits": list(splits),
-                      "missing": missing}
+    summary["run"] = {"maps": str(maps_dir), "maps_digest": run.get("digest"),
+                      "manifest": str(manifest), "splits": list(splits),
+                      "threshold": threshold, "missing": missing}
     target = Path(out) if out is not None else maps_dir / f"eval-{protocol}"
     target.mkdir(parents=True, exist_ok=True)
     write_json_atomic(target / "summary.json", summary)

@@ -27,6 +27,7 @@ from adsys.infer.sources import SubjectData, open_source
 from adsys.methods.export import load_exported
 from adsys.metrics.protocols import Protocol, get_protocol
 from adsys.metrics.subject import score_subject
+from adsys.resources import peak_memory_mb
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def process_subject(
     return write_subject(
         config.out, data, rec, raw, pp, score, digest=digest, threshold=threshold,
         native=config.native, zarr_output=config.zarr, overlay=config.overlays,
-        extra={"seconds": {"model": round(t1 - t0, 3), "scoring": round(t2 - t1, 3)}},
+        extra={"seconds": {"model": round(t1 - t0, 3), "scoring": round(t2 - t1, 3)},
+               **peak_memory_mb()},  # the actor's peak so far (models loaded included)
     )
 
 

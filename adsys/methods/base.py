@@ -34,6 +34,9 @@ a method's name.
 * training: ``forward(batch, generator)`` = :meth:`Method.training_loss` → a scalar loss (the
   DeepSpeed engine calls ``forward``); ``generator`` is the rank's CPU generator for t and
   noise draws;
+  a method with nothing to optimise (``Method.trainable`` false: the classic baselines) is
+  "trained" by :meth:`Method.fit` instead — one pass over the training split's volumes
+  (:mod:`adsys.train.statistics`), then exported like any model;
 * inference: the scorer calls :meth:`Method.restore` → a reconstruction in [0, 1] and forms
   the map the recipe names (``l1``, ``ssim``, ``shift``) — or, when the recipe's map kind is
   ``method``, calls :meth:`Method.anomaly_map` and uses its map as is. With the recipe's
@@ -45,6 +48,7 @@ a method's name.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -184,6 +188,8 @@ class Method(nn.Module):
     # > 0: the config key ``fold`` picks one of this many models, trained together by
     # ``--folds`` (:mod:`adsys.train.folds`) and run as one ensemble
     num_folds: ClassVar[int] = 0
+    # False: nothing to optimise; training is one pass of :meth:`fit` over the training split
+    trainable: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()
@@ -206,6 +212,12 @@ class Method(nn.Module):
     def training_loss(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         """The scalar loss of one batch (the fields of ``config.data``)."""
         raise NotImplementedError
+
+    def fit(self, batches: Iterable[dict[str, Any]]) -> int:
+        """For a method that is not ``trainable``: compute its statistics from ``batches``
+        (one pass over the training split, batches of ``config.data``'s fields; a method may
+        read none of them) and return how many items it read. Nothing to fit by default."""
+        return 0
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         """The training loss (so DeepSpeed's engine, which calls ``forward``, can wrap us)."""

@@ -112,8 +112,8 @@ def summarize(
     segmentation contribute negatives to the pooled and slice numbers only.
     """
     rows = [s.row for s in scores if s.row is not None]
-    keys = ["ap", "auroc", "best_dice", "fpr_at_best", "dice", "fpr", "tpr", "l1", "l1_healthy",
-            "l1_unhealthy", "l1_ratio", "psnr", "ssim", "kld"]
+    keys = ["ap", "auroc", "best_dice", "best_dice_exact", "fpr_at_best", "dice", "fpr", "tpr",
+            "l1", "l1_healthy", "l1_unhealthy", "l1_ratio", "psnr", "ssim", "kld"]
     per_volume = {k: _mean_std([r.get(k) for r in rows]) for k in keys if any(k in r for r in rows)}
     pooled: dict[str, Any] = {}
     if scores:

@@ -167,6 +167,16 @@ class ScoreHistogram:
         fp = np.append(np.cumsum(self.neg[::-1])[::-1], 0)[first]
         return tp, fp
 
+    def pr_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(precision, recall) of ``binned score >= t`` at every occupied bin's lower edge,
+        from the highest score down (recall rises to 1); empty without positives."""
+        occupied = np.flatnonzero(self.pos + self.neg)[::-1]
+        if not self.positives or not occupied.size:
+            return np.zeros(0), np.zeros(0)
+        tp = np.cumsum(self.pos[::-1])[::-1][occupied]
+        fp = np.cumsum(self.neg[::-1])[::-1][occupied]
+        return tp / (tp + fp), tp / self.positives
+
     def dice_at(self, thresholds: np.ndarray | float) -> np.ndarray | float:
         """Voxel-wise Dice of ``binned score >= t`` for each threshold."""
         tp, fp = self.counts_at(thresholds)

@@ -158,6 +158,7 @@ def score_subject(
             "ap": rank.ap,
             "auroc": rank.auroc,
             "best_dice": best.dice,
+            "best_dice_exact": rank.best.dice,  # the exact max-F1, whatever the protocol's rule
             "best_dice_threshold": best.threshold,
             "fpr_at_best": best.fpr,
         }

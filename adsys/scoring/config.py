@@ -43,7 +43,8 @@ class MapConfig(StrictModel):
     voxels, ``edge`` or ``circular`` padding), or ``method`` (the method's own
     ``anomaly_map``, for maps that are not a function of one reconstruction). ``ensemble``
     across several models: ``residual_mean`` (mean of the models' maps) or
-    ``reconstruction_mean`` (the map of the mean reconstruction).
+    ``reconstruction_mean`` (the map of the mean reconstruction). ``score_max``: the top of
+    the pooled histograms' range (see :attr:`score_range`).
     """
 
     kind: MapKind = "l1"
@@ -52,8 +53,13 @@ class MapConfig(StrictModel):
     ssim_padding: Literal["reflect", "zeros"] = "reflect"
     shift_k: int = 2
     shift_padding: Literal["edge", "circular"] = "edge"
+    score_max: float | None = None
 
     @property
     def score_range(self) -> tuple[float, float]:
-        """The range of raw scores (fixes the pooled histograms): 1 − SSIM lies in [0, 2]."""
+        """The range of raw scores (fixes the pooled histograms): ``(0, score_max)`` when set
+        (a method's own map that is not bounded by 1, e.g. a z-score), else 1 − SSIM's
+        [0, 2] or the residuals' [0, 1]. Pooled scores above it are counted as clipped."""
+        if self.score_max is not None:
+            return (0.0, self.score_max)
         return (0.0, 2.0) if self.kind == "ssim" else (0.0, 1.0)

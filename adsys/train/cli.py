@@ -123,12 +123,21 @@ def run_from_args(args: argparse.Namespace, root: Path | None = None) -> int:
         return 2
     import ray
 
+    from adsys.methods import method_class
     from adsys.train.job import run_training
 
-    if not ray.is_initialized():
-        ray.init()  # no address: attaches under `ray job submit`, else starts a local Ray
     if missing:
+        if not ray.is_initialized():
+            ray.init()  # no address: attaches under `ray job submit`, else starts a local Ray
         _build_demo_shards(root)
+    if not method_class(cfg.method).trainable:  # a baseline: one pass of statistics, no Ray
+        from adsys.train.statistics import fit_statistics
+
+        print(f"model:       {fit_statistics(cfg)}  (fitted: {cfg.method} has nothing to "
+              "optimise)")
+        return 0
+    if not ray.is_initialized():
+        ray.init()
     fault = os.environ.get("ADSYS_FAULT_STEP")
     fault_step = int(fault) if fault else None
     run_dir = cfg.run_dir

@@ -27,7 +27,7 @@ from adsys.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["data_workers", "shard_preprocess_config", "steps_per_epoch", "train_batches",
-           "val_batches"]
+           "train_pass", "val_batches"]
 
 PATCHES_PER_VOLUME = 8
 
@@ -91,6 +91,14 @@ def val_batches(cfg: TrainConfig, rank: int, world: int) -> list[dict[str, Any]]
                      on_corrupt="raise")
     loader = make_loader(stream, num_workers=0)
     return list(itertools.islice(loader, cfg.val_batches))
+
+
+def train_pass(cfg: TrainConfig) -> Iterator[dict[str, Any]]:
+    """Every item of the train split once, in shard order (the method's data spec, batches
+    of ``batch_size``; corrupt samples raise): the pass a method that is not trainable
+    computes its statistics from (:mod:`adsys.train.statistics`)."""
+    stream = _stream(cfg, "train", 0, 1, resampled=False, shuffle=False, on_corrupt="raise")
+    yield from make_loader(stream, num_workers=0)
 
 
 def shard_preprocess_config(cfg: TrainConfig) -> dict[str, Any] | None:

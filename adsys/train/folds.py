@@ -22,7 +22,7 @@ from adsys.errors import InputError
 from adsys.methods import method_class
 from adsys.train.config import TrainConfig
 
-__all__ = ["fold_configs", "parse_folds", "run_folds"]
+__all__ = ["fold_configs", "parse_folds", "run_folds", "train_in_task"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ def fold_configs(cfg: TrainConfig, folds: list[int]) -> dict[int, TrainConfig]:
     }
 
 
-def _fit(cfg_json: dict[str, Any], fault_step: int | None) -> str | None:
-    """One fold's training in a Ray task: ``None`` when it finished, else why it failed."""
+def train_in_task(cfg_json: dict[str, Any], fault_step: int | None = None) -> str | None:
+    """One training run (a fold's, a benchmark's) in a Ray task: ``None`` when it finished,
+    else why it failed (never raises, so one failed run leaves the others going)."""
     from adsys.train.job import run_training
 
     cfg = TrainConfig.model_validate(cfg_json)
@@ -91,7 +92,7 @@ def run_folds(
     for c in configs.values():
         check_resume(c)  # every fold refused up front, before any starts
     env = {"TORCH_EXTENSIONS_DIR": torch_extensions_dir()}
-    fit = ray.remote(num_cpus=0, max_retries=0)(_fit).options(
+    fit = ray.remote(num_cpus=0, max_retries=0)(train_in_task).options(
         runtime_env={"env_vars": env})  # fmt: skip
     refs = {k: fit.remote(c.model_dump(mode="json"), (faults or {}).get(k))
             for k, c in configs.items()}

@@ -25,6 +25,7 @@ import torch
 
 from adsys.methods import build_method
 from adsys.methods.export import export_model
+from adsys.resources import peak_memory_mb
 from adsys.seeding import generator
 from adsys.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from adsys.train.config import TrainConfig
@@ -83,6 +84,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     on_gpu = torch.cuda.is_available()
     device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
 
+    t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     method = build_method(cfg.method, cfg.method_spec())
     method.load_pretrained()  # a resumed run then overwrites them with its checkpoint
@@ -175,6 +177,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "stopped_early": stopped_early,
                 "best_val_loss": _finite(state.best_val),
                 "preprocess": shard_preprocess_config(cfg),  # inference repeats it on NIfTI
+                # this attempt's wall time and rank 0's peak memory (a resumed run: the last)
+                "train_seconds": round(time.perf_counter() - t_start, 1),
+                **peak_memory_mb(),
             },
         )
 

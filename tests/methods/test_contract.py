@@ -18,8 +18,11 @@ from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - sess
 
 METHODS = method_names()
 # methods trained on another's export run the real jobs in their pipeline test instead
-# (tests/train/test_latent_pipeline.py: aekl, then conddiff and cldm on it, all inferred)
-PIPELINE_TESTED = {"aekl", "conddiff", "cldm"}
+# (tests/train/test_latent_pipeline.py: aekl, then conddiff and cldm on it, all inferred);
+# the smoke benchmark (tests/benchmark/test_benchmark.py) trains and infers ddpm, cddpm and
+# every baseline through the same real jobs
+PIPELINE_TESTED = {"aekl", "conddiff", "cldm", "ddpm", "cddpm"} | {
+    m for m in method_names() if not method_class(m).trainable}
 
 
 def _smoke(name: str):
@@ -30,7 +33,15 @@ def _smoke(name: str):
     with torch.no_grad():
         for p in method.parameters():
             p.add_(0.01 * torch.randn_like(p))
+    if not method.trainable:  # a baseline: its statistics from a few random volumes
+        method.fit([{"image": _images(method, n=3)}])
     return method.eval()
+
+
+def _run(method, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """What inference calls: the method's own map (map kind ``method``) or its restoration."""
+    call = method.anomaly_map if method.config.inference.map.kind == "method" else method.restore
+    return call(x, torch.Generator().manual_seed(seed))
 
 
 def _images(method, n: int = 2, size: int = 32) -> torch.Tensor:
@@ -68,20 +79,17 @@ def test_export_then_load_restores_like_the_model_in_memory(name, tmp_path):
     loaded, record = load_exported(tmp_path)
     assert record["method"] == name and loaded.config == method.config
     x = _images(method)
-    torch.testing.assert_close(
-        loaded.restore(x, torch.Generator().manual_seed(1)),
-        method.restore(x, torch.Generator().manual_seed(1)),
-    )
+    torch.testing.assert_close(_run(loaded, x, 1), _run(method, x, 1))
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_restore_is_deterministic_given_the_generator_and_in_range(name):
     method = _smoke(name)
     x = _images(method)
-    a = method.restore(x, torch.Generator().manual_seed(3))
-    b = method.restore(x, torch.Generator().manual_seed(3))
+    a, b = _run(method, x, 3), _run(method, x, 3)
     assert torch.equal(a, b)
-    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    low, high = method.config.inference.map.score_range  # [0, 1] for a restoration
+    assert a.shape == x.shape and a.min() >= low and a.max() <= high
 
 
 @pytest.mark.ray
