@@ -31,7 +31,7 @@ DEMO_TRAINED := $(if $(FOLDS),$(RUNS)/$(DEMO_RUN)/ensemble.json,$(RUNS)/$(DEMO_R
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install test demo bench lint clean FORCE
+.PHONY: install test demo benchmark bench lint clean FORCE
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,8 @@ demo: $(STAMP) $(DEMO)/data/manifest.csv
 	$(MAKE) $(DEMO_TRAINED)
 	$(PY) ray_jobs/infer.py --model $(DEMO_MODEL) --cohort shards/out/demo \
 		--out $(RUNS)/$(DEMO_RUN)/infer --threshold val-fpr=0.05
+	$(PY) ray_jobs/benchmark.py leaderboard/floor.yaml --out $(RUNS)/$(DEMO_RUN)/floor \
+		--add $(METHOD)=$(RUNS)/$(DEMO_RUN)/infer
 
 $(DEMO)/data/manifest.csv: | $(STAMP)
 	$(VENV)/bin/adsys demo-data --out $(DEMO)/data
@@ -70,6 +72,13 @@ $(LATENTS)/manifest.json: $(RUNS)/demo-aekl/export/config.json | $(STAMP)
 		--out $(LATENTS) --pad-multiple 32 --overwrite
 
 FORCE:
+
+# every method's demo preset and every baseline on the demo cohort: runs/benchmark-demo
+benchmark: $(STAMP) $(DEMO)/data/manifest.csv
+	$(VENV)/bin/adsys preprocess $(DEMO)/data/manifest.csv --out $(DEMO)/preprocessed \
+		--spacing 2 --shape 96 112 96
+	$(PY) ray_jobs/build_shards.py shards/demo.yaml
+	$(PY) ray_jobs/benchmark.py leaderboard/demo.yaml
 
 bench: demo
 	$(PY) -m pip install -e ".[dev,bench]"

@@ -7,8 +7,9 @@
    (:func:`adsys.train.statistics.fit_statistics`), the others train as concurrent Ray Train
    runs, each from a Ray task (as many at once as the cluster has room for), in
    ``runs/<run>`` — a killed benchmark resumes each from its checkpoints. An entry whose
-   ``pretrained`` names another entry starts once that one is trained. A run that fails is
-   reported and its row left out; the others go on.
+   ``pretrained`` or ``latents`` names another entry starts once that one is trained (with
+   ``latents``, on the latent shard set its export writes once: ``latents/<entry>-pad<m>``).
+   A run that fails is reported and its row left out; the others go on.
 2. **infer** — every trained run through the batch-inference job into ``infer/<run>``, under
    the spec's first protocol, splits and threshold (subjects already complete are skipped).
 3. **re-score** — the saved maps of every run under each further protocol
@@ -126,6 +127,7 @@ def plan_runs(spec: BenchmarkSpec) -> list[Run]:
                 {"method": entry.method, "storage_path": str(spec.out / "runs"), "name": name,
                  "method_config": pretrained},
                 {"seed": seed} if seed is not None else None,
+                {"shards": str(_latents_dir(spec, entry))} if entry.latents else None,
             )
             overrides.setdefault("shards", str(spec.shards))
             try:
@@ -136,6 +138,20 @@ def plan_runs(spec: BenchmarkSpec) -> list[Run]:
             folds = parse_folds(entry.folds, entry.method) if entry.folds else None
             runs.append(Run(entry, name, spec.out, cfg, folds))
     return runs
+
+
+def _latents_dir(spec: BenchmarkSpec, entry: MethodEntry) -> Path:
+    return spec.out / "latents" / f"{entry.latents.source}-pad{entry.latents.pad_multiple}"
+
+
+def _encode(spec: BenchmarkSpec, run: Run) -> None:
+    """Write (or find written) the latent shard set a run trains on."""
+    from adsys.shards.latents import encode_shard_set
+
+    latents = run.entry.latents
+    encode_shard_set(spec.shards, spec.out / "runs" / latents.source / "export",
+                     _latents_dir(spec, run.entry), pad_multiple=latents.pad_multiple,
+                     progress=False)
 
 
 def _train_task(cfg_json: dict[str, Any], folds: list[int] | None) -> str | None:
@@ -153,8 +169,9 @@ def _train_task(cfg_json: dict[str, Any], folds: list[int] | None) -> str | None
     return f"folds failed: {failed}" if failed else None
 
 
-def _train(runs: list[Run], result: BenchmarkResult) -> None:
-    """Train (or fit) every run that is not trained yet; waves follow ``pretrained``."""
+def _train(spec: BenchmarkSpec, runs: list[Run], result: BenchmarkResult) -> None:
+    """Train (or fit) every run that is not trained yet; waves follow the entries' needs
+    (``pretrained``, ``latents``)."""
     import ray
 
     from adsys.train.job import torch_extensions_dir
@@ -168,7 +185,7 @@ def _train(runs: list[Run], result: BenchmarkResult) -> None:
         by_entry.setdefault(r.entry.label, []).append(r)
     while pending:
         def ready(r: Run) -> bool:
-            return all(x.trained for s in r.entry.pretrained.values() for x in by_entry[s])
+            return all(x.trained for s in r.entry.needs for x in by_entry[s])
 
         wave = [r for r in pending if ready(r)]
         blocked = [r for r in pending if r not in wave]
@@ -178,12 +195,18 @@ def _train(runs: list[Run], result: BenchmarkResult) -> None:
             return
         refs = {}
         for r in wave:
-            if not r.trainable:
-                fit_statistics(r.config)
-                result.trained.append(r.name)
-            else:
-                log.info("training %s (%s) in %s", r.name, r.method, r.config.run_dir)
-                refs[r.name] = (r, task.remote(r.config.model_dump(mode="json"), r.folds))
+            try:
+                if not r.trainable:
+                    fit_statistics(r.config)
+                    result.trained.append(r.name)
+                    continue
+                if r.entry.latents:
+                    _encode(spec, r)
+            except Exception as exc:  # reported with the run, the others go on
+                result.failed[r.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            log.info("training %s (%s) in %s", r.name, r.method, r.config.run_dir)
+            refs[r.name] = (r, task.remote(r.config.model_dump(mode="json"), r.folds))
         for name, (r, ref) in refs.items():
             try:
                 why = ray.get(ref)
@@ -194,7 +217,7 @@ def _train(runs: list[Run], result: BenchmarkResult) -> None:
             else:
                 result.failed[name] = why or "no export was written"
         pending = [r for r in blocked if not any(
-            x.name in result.failed for s in r.entry.pretrained.values() for x in by_entry[s])]
+            x.name in result.failed for s in r.entry.needs for x in by_entry[s])]
         for r in blocked:
             if r not in pending:
                 result.failed[r.name] = "its pretrained run failed"
@@ -263,7 +286,7 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkResult:
     spec = resolve_protocols(spec, runs)
     (spec.out / "spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
     result = BenchmarkResult(out=spec.out)
-    _train(runs, result)
+    _train(spec, runs, result)
     finished = [r for r in runs if r.name not in result.failed]
     for run in finished:
         _infer(spec, run, result)

@@ -5,7 +5,7 @@ A YAML file (``yaml.safe_load``; relative paths resolved against its folder)::
     name: demo
     shards: ../shards/out/demo            # the shard set every method trains on
     manifest: ../demo/data/manifest.csv   # its cohort manifest: ground truth + metadata
-    out: ../runs/benchmark-demo           # default: runs/benchmark-<name> next to the spec
+    out: ../runs/benchmark-demo           # default: ./runs/benchmark-<name>
     preset: demo                          # every method's preset unless its entry names one
     protocols: [behrendt, upd]            # the first is the inference runs' own (default:
                                           # the first trained method's own protocol)
@@ -23,6 +23,8 @@ A YAML file (``yaml.safe_load``; relative paths resolved against its folder)::
         folds: "0,9"                      # a method with folds trains them; infers the ensemble
       - method: conddiff
         pretrained: {autoencoder_path: aekl}   # that method_config key ← entry aekl's export
+        latents: {source: aekl, pad_multiple: 32}   # train on latents written once with it
+        config: {method_config: {latents_from_shards: true}}
       - {method: deviation, name: deviation-z, config: {method_config: {form: z}}}
       - {name: mine, model: ../runs/mine/export}   # a model trained elsewhere
       - {name: old, maps: ../runs/old/infer}       # an inference output, used as it is
@@ -40,9 +42,18 @@ from pydantic import field_validator, model_validator
 
 from adsys.config import StrictModel, load_yaml_config
 
-__all__ = ["BenchmarkSpec", "MethodEntry", "load_benchmark_spec"]
+__all__ = ["BenchmarkSpec", "LatentsSpec", "MethodEntry", "load_benchmark_spec"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class LatentsSpec(StrictModel):
+    """Train on a latent shard set written once with entry ``source``'s exported autoencoder
+    (:func:`adsys.shards.latents.encode_shard_set`, padded to ``pad_multiple``: the latent
+    method's own)."""
+
+    source: str
+    pad_multiple: int
 
 
 class MethodEntry(StrictModel):
@@ -58,6 +69,12 @@ class MethodEntry(StrictModel):
     folds: str | None = None
     inference: dict[str, Any] = {}
     pretrained: dict[str, str] = {}
+    latents: LatentsSpec | None = None
+
+    @property
+    def needs(self) -> set[str]:
+        """The entries that must be trained before this one starts."""
+        return set(self.pretrained.values()) | ({self.latents.source} if self.latents else set())
 
     @field_validator("method")
     @classmethod
@@ -147,11 +164,13 @@ class BenchmarkSpec(StrictModel):
                 raise ValueError(f"method entry name {label!r} is not unique or not a plain "
                                  "name: give each entry its own `name`")
         for m in self.methods:
-            for key, source in m.pretrained.items():
+            uses = [(f"pretrained {k}", v) for k, v in m.pretrained.items()]
+            uses += [("latents", m.latents.source)] if m.latents else []
+            for key, source in uses:
                 other = next((e for e in self.methods if e.label == source), None)
-                if other is None or other is m or other.seeds is not None:
-                    raise ValueError(f"{m.label}: pretrained {key} names {source!r}, which is "
-                                     "not another single-seed entry of this benchmark")
+                if other is None or other is m or other.seeds is not None or other.method is None:
+                    raise ValueError(f"{m.label}: {key} names {source!r}, which is not "
+                                     "another single-seed entry trained by this benchmark")
         return self
 
     @property
@@ -163,12 +182,13 @@ class BenchmarkSpec(StrictModel):
 
 
 def load_benchmark_spec(path: str | Path) -> BenchmarkSpec:
-    """Read a spec YAML; relative ``shards``, ``manifest`` and ``out`` are resolved against
-    the file's folder (``out`` defaults to ``runs/benchmark-<name>`` there)."""
+    """Read a spec YAML; relative ``shards``, ``manifest``, ``out`` and entries' ``model`` /
+    ``maps`` are resolved against the file's folder (``out`` defaults to
+    ``runs/benchmark-<name>`` of the current directory, like training runs)."""
     path = Path(path)
     spec = load_yaml_config(BenchmarkSpec, path)
     base = path.resolve().parent
-    out = spec.out if spec.out is not None else Path("runs") / f"benchmark-{spec.name}"
+    out = spec.out if spec.out is not None else Path.cwd() / "runs" / f"benchmark-{spec.name}"
     methods = [m.model_copy(update={k: (base / getattr(m, k)).resolve()
                                     for k in ("model", "maps") if getattr(m, k) is not None})
                for m in spec.methods]

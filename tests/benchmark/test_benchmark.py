@@ -13,6 +13,7 @@ from scipy.stats import wilcoxon
 
 from adsys.benchmark.runner import run_benchmark
 from adsys.benchmark.spec import load_benchmark_spec
+from adsys.cli import main
 from adsys.io.nifti import load_volume
 from adsys.shards.store import CohortStore
 from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - session fixtures
@@ -33,7 +34,7 @@ def _raw_map(out: Path, run: str, sid: str) -> np.ndarray:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_smoke_benchmark_trains_infers_rescores_and_ranks(smoke_shards, smoke_cohort,  # noqa: F811
-                                                          tmp_path):
+                                                          tmp_path, capsys):
     out = tmp_path / "bench"
     spec = load_benchmark_spec(REPO / "leaderboard" / "smoke.yaml").model_copy(update={
         "shards": smoke_shards, "manifest": smoke_cohort, "out": out, "protocols": ["behrendt"]})
@@ -103,3 +104,18 @@ def test_smoke_benchmark_trains_infers_rescores_and_ranks(smoke_shards, smoke_co
     # and a finished benchmark does no work at all
     third = run_benchmark(spec.model_copy(update={"protocols": ["behrendt", "upd"]}))
     assert not third.did_work and not third.failed
+
+
+    # `make demo`'s floor: an inference output made elsewhere (--add) beside a baseline,
+    # under that output's own protocol, and the line saying whether it beats the baseline
+    floor = tmp_path / "floor.yaml"
+    floor.write_text(f"name: floor\nshards: {smoke_shards}\nmanifest: {smoke_cohort}\n"
+                     "threshold: val-fpr=0.05\nmethods: [{method: threshold}]\n")
+    code = main(["benchmark", str(floor), "--out", str(tmp_path / "floor"),
+                 "--add", f"mine={out / 'infer' / 'cddpm'}"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| mine | 2 |" in printed and "| threshold (baseline) | 2 |" in printed
+    assert "mine: AP" in printed and "the best baseline threshold: AP" in printed
+    assert "protocol behrendt" in printed  # cddpm's own protocol, read from its maps
+    assert not (tmp_path / "floor" / "infer" / "mine").exists()  # its maps used as they are

@@ -45,13 +45,14 @@ def test_the_spec_refuses_what_cannot_run():
     assert spec.methods[0].runs == [("ddpm-seed1", 1), ("ddpm-seed2", 2)]
 
 
-def test_paths_resolve_against_the_spec_file(tmp_path):
+def test_paths_resolve_against_the_spec_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)
     (tmp_path / "b.yaml").write_text(
         "name: x\nshards: ../shards/out/x\nmanifest: m.csv\nprotocols: [upd]\n"
         "methods: [{method: threshold}, {name: mine, model: runs/mine/export}]\n")
     spec = load_benchmark_spec(tmp_path / "b.yaml")
     assert spec.shards == (tmp_path.parent / "shards" / "out" / "x").resolve()
-    assert spec.out == tmp_path / "runs" / "benchmark-x"
+    assert spec.out == tmp_path.parent / "runs" / "benchmark-x"  # default: under the cwd
     assert spec.methods[1].model == tmp_path / "runs" / "mine" / "export"
 
 
@@ -62,3 +63,22 @@ def test_the_command_names_a_bad_entry_before_starting_anything(tmp_path, capsys
     assert main(["benchmark", str(tmp_path / "b.yaml")]) == 2
     err = capsys.readouterr().err
     assert "benchmark entry 'ddpm'" in err and "max_stepz" in err
+
+
+def test_entries_that_need_another_train_after_it_on_its_outputs(tmp_path):
+    from adsys.benchmark.runner import plan_runs
+
+    spec = _spec(out=str(tmp_path), methods=[
+        {"method": "aekl"},
+        {"method": "conddiff", "pretrained": {"autoencoder_path": "aekl"},
+         "latents": {"source": "aekl", "pad_multiple": 32},
+         "config": {"method_config": {"latents_from_shards": True}}},
+        {"method": "icdm", "folds": "0,9", "seeds": [5]}])
+    aekl, conddiff, icdm = plan_runs(spec)
+    assert conddiff.entry.needs == {"aekl"} and not aekl.entry.needs
+    assert conddiff.config.shards == tmp_path / "latents" / "aekl-pad32"
+    assert conddiff.config.method_config["autoencoder_path"] == str(
+        tmp_path / "runs" / "aekl" / "export")
+    assert icdm.name == "icdm-seed5" and icdm.folds == [0, 9] and icdm.config.seed == 5
+    assert icdm.model == tmp_path / "runs" / "icdm-seed5"  # the folds' ensemble folder
+    assert not conddiff.trained and conddiff.trainable
