@@ -112,12 +112,10 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def _costs(runs: list[Run]) -> dict[str, float | None]:
     """Training seconds (sum over folds, mean over seeds), peak memory; inference seconds
     per subject (model + scoring, in its actor) and the actors' peak memory."""
-    from adsys.methods.export import expand_models
-
     train_s, train_mb, infer_s, infer_mb = [], [], [], []
     for run in runs:
         records = [json.loads((p / "config.json").read_text(encoding="utf-8"))
-                   for p in expand_models([run.model]) if (p / "config.json").is_file()]
+                   for p in run.exports if (p / "config.json").is_file()]
         if records and all("train_seconds" in r for r in records):
             train_s.append(sum(r["train_seconds"] for r in records))
         train_mb += [r["peak_rss_mb"] for r in records if "peak_rss_mb" in r]

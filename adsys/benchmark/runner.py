@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,17 @@ class Run:
         return run_dir if self.folds is not None else run_dir / "export"
 
     @property
+    def exports(self) -> list[Path]:
+        """The export folders of its model(s): an ensemble's members; for an entry's own
+        inference output, the models it was made with."""
+        from adsys.methods.export import expand_models
+
+        if self.entry.maps is not None:
+            run = json.loads((self.entry.maps / "run.json").read_text(encoding="utf-8"))
+            return [Path(p) for p in run["models"]]
+        return expand_models([self.model])
+
+    @property
     def maps(self) -> Path:
         """The inference output folder of this run."""
         return self.entry.maps if self.entry.maps is not None else self.out / "infer" / self.name
@@ -82,12 +94,10 @@ class Run:
     def method(self) -> str:
         if self.entry.method is not None:
             return self.entry.method
-        if self.entry.maps is not None:
+        if self.entry.maps is not None:  # as recorded, wherever its models are now
             run = json.loads((self.entry.maps / "run.json").read_text(encoding="utf-8"))
             return run["model_configs"][0]["method"]
-        from adsys.methods.export import expand_models
-
-        return read_record(expand_models([self.entry.model])[0])["method"]
+        return read_record(self.exports[0])["method"]
 
 
 @dataclass
@@ -170,57 +180,60 @@ def _train_task(cfg_json: dict[str, Any], folds: list[int] | None) -> str | None
 
 
 def _train(spec: BenchmarkSpec, runs: list[Run], result: BenchmarkResult) -> None:
-    """Train (or fit) every run that is not trained yet; waves follow the entries' needs
-    (``pretrained``, ``latents``)."""
+    """Train (or fit) every run that is not trained yet; a run whose entry needs another
+    (``pretrained``, ``latents``) starts as soon as that one is trained."""
     import ray
 
     from adsys.train.job import torch_extensions_dir
     from adsys.train.statistics import fit_statistics
 
+    # a run queued behind the others waits for room quietly (Ray Train's default: a
+    # worker-group startup error and a retry every 60 s)
+    wait = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "86400")
+    env = {"TORCH_EXTENSIONS_DIR": torch_extensions_dir(),
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": wait}
     task = ray.remote(num_cpus=0, max_retries=0)(_train_task).options(
-        runtime_env={"env_vars": {"TORCH_EXTENSIONS_DIR": torch_extensions_dir()}})
-    pending = [r for r in runs if not r.trained]
+        runtime_env={"env_vars": env})
     by_entry: dict[str, list[Run]] = {}
     for r in runs:
         by_entry.setdefault(r.entry.label, []).append(r)
-    while pending:
-        def ready(r: Run) -> bool:
-            return all(x.trained for s in r.entry.needs for x in by_entry[s])
+    pending = [r for r in runs if not r.trained]
+    running: dict[Any, Run] = {}
 
-        wave = [r for r in pending if ready(r)]
-        blocked = [r for r in pending if r not in wave]
-        if not wave:
-            for r in blocked:
-                result.failed[r.name] = "its pretrained run did not finish"
-            return
-        refs = {}
-        for r in wave:
-            try:
-                if not r.trainable:
-                    fit_statistics(r.config)
-                    result.trained.append(r.name)
+    def start_ready() -> None:
+        for r in list(pending):
+            needed = [x for s in r.entry.needs for x in by_entry[s]]
+            if any(x.name in result.failed for x in needed):
+                pending.remove(r)
+                result.failed[r.name] = "a run it needs failed"
+            elif all(x.trained for x in needed):
+                pending.remove(r)
+                try:
+                    if not r.trainable:
+                        fit_statistics(r.config)
+                        result.trained.append(r.name)
+                        continue
+                    if r.entry.latents:
+                        _encode(spec, r)
+                except Exception as exc:  # reported with the run, the others go on
+                    result.failed[r.name] = f"{type(exc).__name__}: {exc}"
                     continue
-                if r.entry.latents:
-                    _encode(spec, r)
-            except Exception as exc:  # reported with the run, the others go on
-                result.failed[r.name] = f"{type(exc).__name__}: {exc}"
-                continue
-            log.info("training %s (%s) in %s", r.name, r.method, r.config.run_dir)
-            refs[r.name] = (r, task.remote(r.config.model_dump(mode="json"), r.folds))
-        for name, (r, ref) in refs.items():
-            try:
-                why = ray.get(ref)
-            except Exception as exc:  # the task itself died
-                why = f"{type(exc).__name__}: {exc}"
-            if why is None and r.trained:
-                result.trained.append(name)
-            else:
-                result.failed[name] = why or "no export was written"
-        pending = [r for r in blocked if not any(
-            x.name in result.failed for s in r.entry.needs for x in by_entry[s])]
-        for r in blocked:
-            if r not in pending:
-                result.failed[r.name] = "its pretrained run failed"
+                log.info("training %s (%s) in %s", r.name, r.method, r.config.run_dir)
+                running[task.remote(r.config.model_dump(mode="json"), r.folds)] = r
+
+    start_ready()
+    while running:
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        r = running.pop(ref)
+        try:
+            why = ray.get(ref)
+        except Exception as exc:  # the task itself died
+            why = f"{type(exc).__name__}: {exc}"
+        if why is None and r.trained:
+            result.trained.append(r.name)
+        else:
+            result.failed[r.name] = why or "no export was written"
+        start_ready()
 
 
 def _infer(spec: BenchmarkSpec, run: Run, result: BenchmarkResult) -> None:
@@ -308,9 +321,7 @@ def resolve_protocols(spec: BenchmarkSpec, runs: list[Run]) -> BenchmarkSpec:
         run = json.loads((first.maps / "run.json").read_text(encoding="utf-8"))
         protocol = run["recipe"]["protocol"]
     elif first.config is None:
-        from adsys.methods.export import expand_models
-
-        protocol = read_record(expand_models([first.model])[0])["config"]["inference"]["protocol"]
+        protocol = read_record(first.exports[0])["config"]["inference"]["protocol"]
     else:
         protocol = method_config(first.method, first.config.method_config).inference.protocol
     return spec.model_copy(update={"protocols": [protocol]})

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from adsys.cli import main
+from tests.train.conftest import smoke_cohort, smoke_shards  # noqa: F401 - session fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,3 +41,20 @@ def test_adsys_train_checks_the_same_way(tmp_path, capsys):
     assert "unknown method 'nope'; known: aekl, cddpm, cldm" in capsys.readouterr().err
     assert main(["train", "--preset", "smoke", "--shards", str(tmp_path / "none")]) == 2
     assert "no shards at" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_a_baseline_is_fitted_without_ray(smoke_shards, tmp_path):  # noqa: F811
+    """`adsys train --method deviation`: one statistics pass over the train split, exported
+    like a trained model, with no Ray (an address nothing listens on would fail)."""
+    import json
+
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
+    r = subprocess.run(
+        [sys.executable, "-m", "adsys.cli", "train", "--method", "deviation", "--preset",
+         "smoke", "--shards", str(smoke_shards), "--storage-path", str(tmp_path), "--name",
+         "dev"], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    record = json.loads((tmp_path / "dev" / "export" / "config.json").read_text())
+    assert record["method"] == "deviation" and record["fitted_items"] == 3
+    assert record["config"]["grid"] == [44, 52, 44] and record["preprocess"]["spacing"] == 4
