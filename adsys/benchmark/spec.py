@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
@@ -45,6 +45,7 @@ from adsys.config import StrictModel, load_yaml_config
 __all__ = ["BenchmarkSpec", "LatentsSpec", "MethodEntry", "load_benchmark_spec"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+Preset = Literal["smoke", "demo", "paper"]  # adsys.methods.PRESET_NAMES
 
 
 class LatentsSpec(StrictModel):
@@ -63,7 +64,7 @@ class MethodEntry(StrictModel):
     name: str | None = None
     model: Path | None = None
     maps: Path | None = None
-    preset: str | None = None
+    preset: Preset | None = None
     config: dict[str, Any] = {}
     seeds: list[int] | None = None
     folds: str | None = None
@@ -122,7 +123,7 @@ class BenchmarkSpec(StrictModel):
     shards: Path
     manifest: Path
     out: Path | None = None
-    preset: str = "demo"
+    preset: Preset = "demo"
     protocols: list[str] = []
     splits: list[str] = ["val", "test"]
     threshold: str = "val"
@@ -141,15 +142,6 @@ class BenchmarkSpec(StrictModel):
             raise ValueError(f"protocols must list each protocol once: {v}")
         for p in v:
             get_protocol(p)  # unknown names list the known ones
-        return v
-
-    @field_validator("preset")
-    @classmethod
-    def _preset(cls, v: str) -> str:
-        from adsys.methods import PRESET_NAMES
-
-        if v not in PRESET_NAMES:
-            raise ValueError(f"unknown preset {v!r}; use one of {PRESET_NAMES}")
         return v
 
     @model_validator(mode="after")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
 from adsys.benchmark.leaderboard import paired_wilcoxon
-from adsys.benchmark.spec import BenchmarkSpec, load_benchmark_spec
+from adsys.benchmark.spec import BenchmarkSpec, Preset, load_benchmark_spec
 from adsys.cli import main
+from adsys.methods import PRESET_NAMES
 
 BASE = {"name": "t", "shards": "s", "manifest": "m.csv", "protocols": ["behrendt"]}
 
@@ -40,6 +43,9 @@ def test_the_spec_refuses_what_cannot_run():
         _spec(methods=[{"model": "runs/x/export"}])
     with pytest.raises(ValueError, match="unknown protocol"):
         _spec(protocols=["nope"], methods=[{"method": "ddpm"}])
+    with pytest.raises(ValueError, match="'smoke', 'demo' or 'paper'"):
+        _spec(preset="nope", methods=[{"method": "ddpm"}])
+    assert get_args(Preset) == PRESET_NAMES  # the spec's presets are the methods'
     spec = _spec(splits=["val", "test"], methods=[{"method": "ddpm", "seeds": [1, 2]}])
     assert spec.scored_splits == ("test",)
     assert spec.methods[0].runs == [("ddpm-seed1", 1), ("ddpm-seed2", 2)]
