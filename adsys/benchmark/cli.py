@@ -44,8 +44,8 @@ def floor_lines(rows: list[dict[str, Any]], group: str, protocol: str) -> list[s
             continue
         p = r.get("p_vs_best_baseline")
         verdict = "beats" if r["ap_mean"] > base["ap_mean"] else "does NOT beat"
-        sig = ("not significant" if p is None or p >= 0.05 else "significant") + (
-            "" if p is None else f", Wilcoxon p={p:.3g}")
+        sig = ("difference not significant" if p is None or p >= 0.05 else
+               "difference significant") + ("" if p is None else f", Wilcoxon p={p:.3g}")
         lines.append(f"{r['method']}: AP {r['ap_mean']:.4f} ± {r['ap_std']:.4f} "
                      f"{verdict} the best baseline {base['method']}: AP "
                      f"{base['ap_mean']:.4f} ± {base['ap_std']:.4f} ({sig}; n={r['subjects']}, "

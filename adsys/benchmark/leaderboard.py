@@ -157,13 +157,16 @@ def write_leaderboard(
     method_of = {label: rs[0].method for label, rs in entries.items()}
     reference = next((label for label, m in method_of.items() if m == spec.compare_to), None)
     costs = {label: _costs(rs) for label, rs in entries.items()}
-    group_names = [ALL] + sorted({g for g in groups_of.values()} - {ALL})
+    scored = {(label, protocol): _per_subject(rs, protocol, i == 0, splits)
+              for i, protocol in enumerate(spec.protocols) for label, rs in entries.items()}
+    subject_values = {key: mean for key, (mean, _) in scored.items()}
+    # the groups of the scored subjects (a group of healthy subjects has no row)
+    group_names = [ALL] + sorted({groups_of.get(s, ALL) for mean in subject_values.values()
+                                  for s in mean} - {ALL})
     rows: list[dict[str, Any]] = []
-    subject_values: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
-    for p_index, protocol in enumerate(spec.protocols):
+    for protocol in spec.protocols:
         for label, rs in entries.items():
-            mean, per_run = _per_subject(rs, protocol, p_index == 0, splits)
-            subject_values[(label, protocol)] = mean
+            mean, per_run = scored[(label, protocol)]
             for group in group_names:
                 members = [s for s in mean if group == ALL or groups_of.get(s) == group]
                 row: dict[str, Any] = {
