@@ -35,6 +35,7 @@ import numpy as np
 
 from adsys.errors import InputError
 from adsys.io.atomic import atomic_path, write_text_atomic
+from adsys.metrics.cohort import mean_std
 
 if TYPE_CHECKING:
     from adsys.benchmark.runner import Run
@@ -105,8 +106,8 @@ def _groups(spec: BenchmarkSpec) -> dict[str, str]:
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    return (float(v.mean()), float(v.std())) if v.size else (None, None)
+    m = mean_std(values)
+    return m["mean"], m["std"]
 
 
 def _costs(runs: list[Run]) -> dict[str, float | None]:
@@ -292,22 +293,25 @@ def _pr_curves(out: Path, entries, groups_of, group_names, spec, splits) -> list
 
     from adsys.infer.outputs import load_result, load_score
 
+    hists: dict[str, dict[str, Any]] = {}  # entry → subject → its pooled histograms (seeds)
+    for label, rs in entries.items():
+        hists[label] = {}
+        for r in rs:
+            for sub in sorted((r.maps / "subjects").glob("*")):
+                res = load_result(r.maps, sub.name)
+                if res is None or res["split"] not in splits or not res.get("has_seg"):
+                    continue
+                h, prev = load_score(r.maps, sub.name).histogram, hists[label].get(sub.name)
+                hists[label][sub.name] = h if prev is None else prev + h
     paths = []
     for group in group_names:
         fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
         for label, rs in entries.items():
-            hist = None
-            for r in rs:
-                for sub in sorted((r.maps / "subjects").glob("*")):
-                    res = load_result(r.maps, sub.name)
-                    if res is None or res["split"] not in splits or not res.get("has_seg"):
-                        continue
-                    if group != ALL and groups_of.get(sub.name) != group:
-                        continue
-                    h = load_score(r.maps, sub.name).histogram
-                    hist = h if hist is None else hist + h
-            if hist is None:
+            members = [h for sid, h in hists[label].items()
+                       if group == ALL or groups_of.get(sid) == group]
+            if not members:
                 continue
+            hist = sum(members[1:], members[0].copy())
             precision, recall = hist.pr_curve()
             ax.plot(recall, precision, lw=1.2, ls="--" if not rs[0].trainable else "-",
                     label=f"{label} (AP {hist.metrics().ap:.3f})")
@@ -332,6 +336,7 @@ def _overlays(out: Path, entries, subject_values, baseline, spec) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from adsys.infer.outputs import MAP_PP, subject_dir
+    from adsys.infer.report import pick_slice
     from adsys.io.nifti import load_volume
 
     protocol = spec.protocols[0]
@@ -354,7 +359,7 @@ def _overlays(out: Path, entries, subject_values, baseline, spec) -> list[Path]:
         folder = subject_dir(entries[best][0].maps, sid)
         image = load_volume(folder / "image.nii.gz").data
         seg = load_volume(folder / "seg.nii.gz").data > 0
-        z = int(np.argmax(seg.sum(axis=(0, 1))))
+        z = pick_slice(image, seg, image > 0)
         panels = [("input", image[..., z], None)]
         for label in [best, *bases]:
             pp = load_volume(subject_dir(entries[label][0].maps, sid) / MAP_PP).data[..., z]

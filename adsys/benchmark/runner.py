@@ -40,7 +40,16 @@ from adsys.methods.export import CONFIG, ENSEMBLE, read_record
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchmarkResult", "Run", "plan_runs", "run_benchmark"]
+__all__ = ["BenchmarkResult", "Run", "maps_record", "plan_runs", "run_benchmark"]
+
+
+def maps_record(maps: Path) -> dict[str, Any]:
+    """The ``run.json`` of an inference output folder (its models, recipe, digest)."""
+    file = Path(maps) / "run.json"
+    if not file.is_file():
+        raise InputError(maps, "not an inference output folder (run.json missing)",
+                         "point the entry's maps at an `adsys infer --out` folder")
+    return json.loads(file.read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -68,7 +77,7 @@ class Run:
         from adsys.methods.export import expand_models
 
         if self.entry.maps is not None:
-            run = json.loads((self.entry.maps / "run.json").read_text(encoding="utf-8"))
+            run = maps_record(self.entry.maps)
             return [Path(p) for p in run["models"]]
         return expand_models([self.model])
 
@@ -95,7 +104,7 @@ class Run:
         if self.entry.method is not None:
             return self.entry.method
         if self.entry.maps is not None:  # as recorded, wherever its models are now
-            run = json.loads((self.entry.maps / "run.json").read_text(encoding="utf-8"))
+            run = maps_record(self.entry.maps)
             return run["model_configs"][0]["method"]
         return read_record(self.exports[0])["method"]
 
@@ -256,11 +265,7 @@ def _infer(spec: BenchmarkSpec, run: Run, result: BenchmarkResult) -> None:
 
 def _check_maps(spec: BenchmarkSpec, run: Run) -> None:
     """An entry's own inference output must have been made as the benchmark's would be."""
-    file = run.maps / "run.json"
-    if not file.is_file():
-        raise InputError(run.maps, "not an inference output folder (run.json missing)",
-                         f"point entry {run.name!r}'s maps at an `adsys infer --out` folder")
-    used = json.loads(file.read_text(encoding="utf-8"))
+    used = maps_record(run.maps)
     want = {"splits": list(spec.splits), "threshold": spec.threshold,
             "protocol": spec.protocols[0]}
     have = {"splits": used["splits"], "threshold": used["threshold"],
@@ -273,7 +278,7 @@ def _check_maps(spec: BenchmarkSpec, run: Run) -> None:
 def _rescore(spec: BenchmarkSpec, run: Run, result: BenchmarkResult) -> None:
     from adsys.infer.evaluate import evaluate_maps
 
-    digest = json.loads((run.maps / "run.json").read_text(encoding="utf-8"))["digest"]
+    digest = maps_record(run.maps)["digest"]
     splits = spec.scored_splits
     for protocol in spec.protocols[1:]:
         target = run.maps / f"eval-{protocol}"
@@ -318,7 +323,7 @@ def resolve_protocols(spec: BenchmarkSpec, runs: list[Run]) -> BenchmarkSpec:
 
     first = next((r for r in runs if r.trainable), runs[0])
     if first.entry.maps is not None:
-        run = json.loads((first.maps / "run.json").read_text(encoding="utf-8"))
+        run = maps_record(first.maps)
         protocol = run["recipe"]["protocol"]
     elif first.config is None:
         protocol = read_record(first.exports[0])["config"]["inference"]["protocol"]

@@ -11,10 +11,10 @@ import numpy as np
 
 from adsys.io.atomic import atomic_path, write_text_atomic
 
-__all__ = ["format_table", "save_overlay", "write_report"]
+__all__ = ["format_table", "pick_slice", "save_overlay", "write_report"]
 
 
-def _pick_slice(pp_map: np.ndarray, seg: np.ndarray | None, mask: np.ndarray) -> int:
+def pick_slice(pp_map: np.ndarray, seg: np.ndarray | None, mask: np.ndarray) -> int:
     """The axial slice with the most lesion voxels, else the one with most map in the brain."""
     if seg is not None and np.any(seg):
         return int(np.argmax((np.asarray(seg) > 0).sum(axis=(0, 1))))
@@ -41,7 +41,7 @@ def save_overlay(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    z = _pick_slice(pp_map, seg, mask)
+    z = pick_slice(pp_map, seg, mask)
     vmax = float(np.percentile(pp_map[..., z], 99.5)) or 1.0
     panels = [("input", image[..., z], "gray", 0.0, 1.0)]
     if reconstruction is not None:

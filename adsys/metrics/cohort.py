@@ -15,7 +15,7 @@ from adsys.metrics.ranking import ExactScores
 from adsys.metrics.subject import SubjectScore, _best
 from adsys.metrics.threshold import choose_threshold
 
-__all__ = ["ThresholdChoice", "choose_cohort_threshold", "summarize"]
+__all__ = ["ThresholdChoice", "choose_cohort_threshold", "mean_std", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _mean_std(values: list[float]) -> dict[str, float | int]:
+def mean_std(values: list[float | None]) -> dict[str, float | int | None]:
+    """Mean and std (numpy, ddof 0) of the finite values, and their count."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if not v.size:
         return {"mean": None, "std": None, "n": 0}
@@ -114,7 +115,7 @@ def summarize(
     rows = [s.row for s in scores if s.row is not None]
     keys = ["ap", "auroc", "best_dice", "best_dice_exact", "fpr_at_best", "dice", "fpr", "tpr",
             "l1", "l1_healthy", "l1_unhealthy", "l1_ratio", "psnr", "ssim", "kld"]
-    per_volume = {k: _mean_std([r.get(k) for r in rows]) for k in keys if any(k in r for r in rows)}
+    per_volume = {k: mean_std([r.get(k) for r in rows]) for k in keys if any(k in r for r in rows)}
     pooled: dict[str, Any] = {}
     if scores:
         hist = scores[0].histogram.copy()
